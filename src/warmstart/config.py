@@ -1,0 +1,402 @@
+"""Typed configuration: one dataclass per concern, YAML files plus dotted overrides.
+
+Every field is documented where it is declared (`help` metadata); `warmstart train --help`
+and the saved `config.yaml` come from these declarations. Loading checks every key and value:
+an unknown key is an error that suggests the nearest valid one, and a bad value names its key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from warmstart.errors import WarmstartError, did_you_mean
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with its documentation attached (shown by --help and in errors)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained model to start from and how to feed it."""
+
+    name: str = _f(
+        "minilm-l6",
+        "a built-in model (`warmstart ls models`), a local Hugging Face directory, a hub id "
+        "(where a network exists), or `package.module:factory` returning a torch.nn.Module",
+    )
+    max_length: int = _f(
+        128, "text: tokens kept per example (longer inputs are truncated); 128 covers a "
+        "news lead or a question and keeps CPU steps short"
+    )
+    image_size: int | None = _f(
+        None, "images: side in pixels after resizing; null = the model's own input size"
+    )
+    dropout: float | None = _f(
+        None, "override the model's dropout probabilities; null keeps the pretrained values"
+    )
+    groups: list[str] = _f(
+        [], "custom models only: names of the top-level children that form the layer groups, "
+        "input to head (empty = every top-level child is a group, the last is the head)"
+    )
+    head: str | None = _f(
+        None, "custom models only: attribute name of the classification head (a Linear whose "
+        "out_features becomes the number of classes); null = the last top-level child"
+    )
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled examples come from and how they are split."""
+
+    name: str = _f(
+        "bbc-news",
+        "a built-in dataset (`warmstart ls datasets`), or a path: a CSV/TSV/JSONL/Parquet file "
+        "or an image folder with one subfolder per class",
+    )
+    validation: str | None = _f(None, "explicit validation file/folder (else split from `name`)")
+    test: str | None = _f(None, "explicit test file/folder (else split from `name`)")
+    text_column: str = _f("text", "column holding the input text")
+    label_column: str = _f("label", "column holding the class label")
+    val_fraction: float = _f(
+        0.1, "share of the examples held out for validation when no validation file is given"
+    )
+    test_fraction: float = _f(
+        0.1, "share of the examples held out for testing when no test file is given"
+    )
+    limit: int | None = _f(
+        None, "use at most this many training examples (stratified); null = all"
+    )
+
+
+@dataclass
+class StrategyConfig:
+    """Which parameters train, at what learning-rate scale (`warmstart ls strategies`)."""
+
+    name: str = _f("full", "the fine-tuning strategy")
+    k: int = _f(2, "partial: how many of the top layer groups train (the head always trains)")
+    groups: list[int] = _f(
+        [], "partial: explicit layer-group indices to train (0 = input side; overrides k)"
+    )
+    patterns: list[str] = _f(
+        [], "partial: shell-style patterns on parameter names to train, for power users "
+        "(e.g. '*.attention.*'; overrides k and groups)"
+    )
+    decay: float = _f(
+        0.9, "llrd: lr multiplier per group below the head; 0.9 is the middle of the "
+        "0.8-0.95 range Sun et al. 2019 found to help BERT"
+    )
+    probe_epochs: int = _f(
+        1, "lp-ft: epochs of linear probing (head only) before full fine-tuning"
+    )
+    classifier: Literal["torch", "sklearn"] = _f(
+        "torch", "features: train the head with the torch loop, or fit scikit-learn's "
+        "logistic regression on the cached features"
+    )
+    importance: Literal["fisher", "grad_norm"] = _f(
+        "fisher", "discriminative: per-group importance measure (diagonal Fisher information "
+        "or gradient norm, per parameter)"
+    )
+    calibration_batches: int = _f(
+        8, "discriminative: training batches used to estimate importance before training"
+    )
+    min_scale: float = _f(
+        0.1, "discriminative: smallest lr scale a group can get, so no group stops learning"
+    )
+    r: int = _f(8, "lora: rank of the update matrices; 8 is the LoRA paper's robust default")
+    alpha: float = _f(16.0, "lora: scaling numerator (update scaled by alpha/r); 2r is common")
+    lora_dropout: float = _f(0.1, "lora: dropout on the adapter input")
+    target_modules: list[str] = _f(
+        [], "lora/ia3: module names to adapt; empty = chosen per architecture"
+    )
+
+
+@dataclass
+class RegularizeConfig:
+    """Regularisers available to every strategy (weight decay lives in `optim`)."""
+
+    label_smoothing: float = _f(
+        0.0, "cross-entropy label smoothing (0.1 is common); 0 = plain cross-entropy"
+    )
+    l1: float = _f(0.0, "coefficient of an L1 penalty on the trainable weights; 0 = off")
+    l2sp: float = _f(
+        0.0, "coefficient of the L2-SP penalty pulling trainable pretrained weights toward "
+        "their starting values (Li et al. 2018; 0.01 is a typical value); 0 = off"
+    )
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer and its learning-rate schedule."""
+
+    lr: float | None = _f(
+        None, "peak learning rate; null = the model's recommended fine-tuning rate (5e-5 for "
+        "transformers, 1e-3 for small CNNs), since a pretrained model wants small steps"
+    )
+    weight_decay: float = _f(
+        0.01, "decoupled (AdamW) weight decay on weights; biases and norms never decay. 0.01 is "
+        "the BERT fine-tuning default"
+    )
+    betas: list[float] = _f([0.9, 0.999], "AdamW betas")
+    eps: float = _f(1e-8, "AdamW epsilon")
+    schedule: Literal["linear", "constant"] = _f(
+        "linear", "lr after warmup: linear decay to 0, or constant"
+    )
+    warmup_ratio: float = _f(
+        0.06, "share of the steps spent warming up linearly from 0; 6% as in RoBERTa's recipe, "
+        "so the new random head does not wreck the pretrained weights in the first steps"
+    )
+    clip_norm: float | None = _f(
+        1.0, "clip the global gradient norm to this value; null = no clipping"
+    )
+
+
+@dataclass
+class TrainConfig:
+    """How long and how to train."""
+
+    epochs: int = _f(3, "passes over the training set; 2-4 is the usual fine-tuning range")
+    batch_size: int = _f(16, "examples per optimizer step")
+    eval_batch_size: int = _f(64, "examples per evaluation batch (no gradients, so larger)")
+    seed: int = _f(0, "drives the split, data order, new-head initialisation and dropout")
+    metric: Literal["accuracy", "f1_macro", "loss"] = _f(
+        "accuracy", "validation metric that picks the best epoch (its weights are kept)"
+    )
+    device: str = _f("auto", "`auto` (cuda if present, else cpu), `cpu`, `cuda`, `cuda:1`")
+    threads: int | None = _f(None, "CPU threads for torch; null = torch's default")
+    group_by_length: bool = _f(
+        True, "text: batch examples of similar length (shuffled mega-batches) to cut padding; "
+        "order within each epoch is still random"
+    )
+
+
+@dataclass
+class OutputConfig:
+    """Where the run directory goes."""
+
+    dir: str = _f("runs", "parent folder of run directories")
+    name: str | None = _f(None, "run directory name; null = `<model>-<data>-<strategy>`")
+    overwrite: bool = _f(False, "replace a finished run of the same name")
+    save_model: bool = _f(True, "save the fine-tuned weights (safetensors) with the label map")
+
+
+@dataclass
+class LogConfig:
+    """Progress and metric logging."""
+
+    every: int = _f(10, "log training loss/lr to metrics.jsonl every this many steps")
+    quiet: bool = _f(False, "no progress display (errors and the final table still print)")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; each section is one concern."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for YAML/JSON)."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise WarmstartError(f"config key {key!r}: {msg}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values that types alone cannot (ranges, combinations)."""
+    _check(cfg.model.max_length > 0, "model.max_length", "must be a positive integer")
+    _check(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, "model.dropout",
+           "must be in [0, 1)")
+    for k in ("val_fraction", "test_fraction"):
+        _check(0 <= getattr(cfg.data, k) < 1, f"data.{k}", "must be in [0, 1)")
+    _check(cfg.data.val_fraction + cfg.data.test_fraction < 0.9, "data.val_fraction",
+           "validation + test fractions must leave at least 10% for training")
+    _check(cfg.data.limit is None or cfg.data.limit > 1, "data.limit", "must be > 1 or null")
+    _check(cfg.strategy.k >= 0, "strategy.k", "must be >= 0")
+    _check(0 < cfg.strategy.decay <= 1, "strategy.decay", "must be in (0, 1]")
+    _check(cfg.strategy.probe_epochs >= 0, "strategy.probe_epochs", "must be >= 0")
+    _check(cfg.strategy.calibration_batches >= 1, "strategy.calibration_batches",
+           "must be >= 1")
+    _check(0 < cfg.strategy.min_scale <= 1, "strategy.min_scale", "must be in (0, 1]")
+    _check(cfg.strategy.r >= 1, "strategy.r", "must be >= 1")
+    _check(cfg.strategy.alpha > 0, "strategy.alpha", "must be > 0")
+    _check(0 <= cfg.strategy.lora_dropout < 1, "strategy.lora_dropout", "must be in [0, 1)")
+    _check(0 <= cfg.regularize.label_smoothing < 1, "regularize.label_smoothing",
+           "must be in [0, 1)")
+    _check(cfg.regularize.l1 >= 0, "regularize.l1", "must be >= 0")
+    _check(cfg.regularize.l2sp >= 0, "regularize.l2sp", "must be >= 0")
+    _check(cfg.optim.lr is None or cfg.optim.lr > 0, "optim.lr", "must be > 0")
+    _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _check(len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
+           "optim.betas", "must be two numbers in [0, 1)")
+    _check(0 <= cfg.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
+    _check(cfg.optim.clip_norm is None or cfg.optim.clip_norm > 0, "optim.clip_norm",
+           "must be > 0 or null")
+    _check(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    _check(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
+    _check(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
+    _check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1")
+    _check(cfg.log.every >= 1, "log.every", "must be >= 1")
+    return cfg
+
+
+def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key the config accepts, e.g. `optim.lr`."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += all_keys(hint, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def field_help(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every leaf field, for --help output."""
+    rows = []
+    inst = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(inst, f.name)
+        if dataclasses.is_dataclass(value):
+            rows += field_help(type(value), f"{prefix}{f.name}.")
+        else:
+            rows.append((prefix + f.name, value, f.metadata.get("help", "")))
+    return rows
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert a YAML value to the declared type, or raise naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise WarmstartError(
+                f"config key {key!r}: {value!r} is not one of {', '.join(map(str, args))}"
+                + did_you_mean(str(value), map(str, args))
+            )
+        return value
+    if origin is list:
+        if isinstance(value, str):  # `a,b,c` from the command line
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise WarmstartError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise WarmstartError(f"config key {key!r}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise WarmstartError(f"config key {key!r}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise WarmstartError(f"config key {key!r}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise WarmstartError(f"config key {key!r}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug, not user input
+
+
+def from_dict(data: dict[str, Any], cls: type = RunConfig, prefix: str = "") -> Any:
+    """Build a (nested) config dataclass from a dict, checking every key and value."""
+    if not isinstance(data, dict):
+        raise WarmstartError(f"config section {prefix.rstrip('.') or 'top'!r} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if key not in names:
+            hint = did_you_mean(dotted, all_keys())
+            raise WarmstartError(f"unknown config key {dotted!r}{hint}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(value or {}, hint, dotted + ".")
+        else:
+            kwargs[key] = _coerce(value, hint, dotted)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise WarmstartError(f"config key {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`optim.lr=3e-5` -> ("optim.lr", 3e-5); the value is read as YAML."""
+    if "=" not in text:
+        raise WarmstartError(f"override {text!r} must look like key.sub=value (e.g. optim.lr=3e-5)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 3e-5 as a string (it wants 3.0e-5); numbers are what users mean here.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file (optional), apply dotted overrides, validate, and return the config."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise WarmstartError(f"config file {str(p)!r} not found; pass an existing YAML file")
+        try:
+            tree = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise WarmstartError(f"config file {str(p)!r} is not valid YAML: {first}") from None
+        if not isinstance(tree, dict):
+            raise WarmstartError(f"config file {str(p)!r} must hold a mapping of sections")
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key not in all_keys():
+            raise WarmstartError(f"unknown config key {key!r}" + did_you_mean(key, all_keys()))
+        _set_dotted(tree, key, value)
+    return validate(from_dict(tree))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (saved in the run directory, printed at start)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,85 @@
+"""Metrics: accuracy, macro precision/recall/F1, per-class report, confusion matrix.
+
+The arithmetic is scikit-learn's; this module only runs the model and arranges the numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+from torch import nn
+
+from warmstart.data.batches import Batches
+from warmstart.models.base import logits_of
+
+
+def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's tensors on `device`."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, batches: Batches, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for every example, in the examples' original order."""
+    was_training = model.training
+    model.eval()
+    n = batches.num_examples
+    logits_out: np.ndarray | None = None
+    labels_out = np.zeros(n, dtype=np.int64)
+    for ids, batch in batches.epoch():
+        labels = batch.pop("labels")
+        logits = logits_of(model(**move(batch, device))).float().cpu().numpy()
+        if logits_out is None:
+            logits_out = np.zeros((n, logits.shape[1]), dtype=np.float32)
+        logits_out[ids] = logits
+        labels_out[ids] = labels.numpy()
+    model.train(was_training)
+    return (logits_out if logits_out is not None else np.zeros((0, 0), np.float32)), labels_out
+
+
+def metrics_from_logits(
+    logits: np.ndarray, labels: np.ndarray, label_names: list[str], *, full: bool = False
+) -> dict[str, Any]:
+    """Loss, accuracy and macro P/R/F1; with `full`, the per-class report and confusion matrix."""
+    if len(labels) == 0:
+        return {}
+    preds = logits.argmax(axis=1)
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    classes = list(range(len(label_names)))
+    p, r, f1, _ = precision_recall_fscore_support(
+        labels, preds, labels=classes, average="macro", zero_division=0
+    )
+    out: dict[str, Any] = {
+        "loss": loss,
+        "accuracy": float(accuracy_score(labels, preds)),
+        "precision_macro": float(p),
+        "recall_macro": float(r),
+        "f1_macro": float(f1),
+    }
+    if full:
+        out["per_class"] = classification_report(
+            labels, preds, labels=classes, target_names=label_names,
+            output_dict=True, zero_division=0,
+        )
+        out["confusion_matrix"] = confusion_matrix(labels, preds, labels=classes).tolist()
+    return out
+
+
+def evaluate(
+    model: nn.Module, batches: Batches, device: torch.device, label_names: list[str],
+    *, full: bool = False,
+) -> dict[str, Any]:
+    """Run the model over `batches` and compute the metrics."""
+    logits, labels = predict_logits(model, batches, device)
+    return metrics_from_logits(logits, labels, label_names, full=full)
