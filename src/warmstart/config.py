@@ -149,15 +149,28 @@ class OptimConfig:
     )
     betas: list[float] = _f([0.9, 0.999], "AdamW betas")
     eps: float = _f(1e-8, "AdamW epsilon")
-    schedule: Literal["linear", "constant"] = _f(
-        "linear", "lr after warmup: linear decay to 0, or constant"
+    schedule: Literal["linear", "constant", "cosine", "step", "onecycle", "stlr"] = _f(
+        "linear", "lr after warmup: linear decay to 0, constant, cosine to 0, step decay "
+        "(x step_gamma every step_every steps), one-cycle (cosine up then down), or ULMFiT's "
+        "slanted triangular (short linear rise over warmup, long linear fall to 1/stlr_ratio)"
     )
     warmup_ratio: float = _f(
         0.06, "share of the steps spent warming up linearly from 0; 6% as in RoBERTa's recipe, "
         "so the new random head does not wreck the pretrained weights in the first steps"
     )
+    warmup_steps: int | None = _f(
+        None, "warmup length in optimizer steps; overrides warmup_ratio when set"
+    )
+    step_every: int = _f(100, "step schedule: optimizer steps between lr drops")
+    step_gamma: float = _f(0.5, "step schedule: lr multiplier at each drop")
+    stlr_ratio: float = _f(
+        32.0, "stlr: how much smaller the lowest lr is than the peak (ULMFiT uses 32)"
+    )
     clip_norm: float | None = _f(
         1.0, "clip the global gradient norm to this value; null = no clipping"
+    )
+    clip_value: float | None = _f(
+        None, "clip each gradient element to [-v, v] (before norm clipping); null = off"
     )
 
 
@@ -178,6 +191,23 @@ class TrainConfig:
         True, "text: batch examples of similar length (shuffled mega-batches) to cut padding; "
         "order within each epoch is still random"
     )
+    accumulate: int = _f(
+        1, "micro-batches of batch_size per optimizer step (effective batch = batch_size x "
+        "accumulate x processes)"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
+        "auto", "autocast precision; auto = bf16 on a GPU that supports it, else fp32 (CPUs "
+        "without native bf16 run bf16 matmuls ~100x slower)"
+    )
+    class_weights: list[float] | str = _f(
+        "none", "loss weight per class: none, balanced (inverse label frequency, as in "
+        "scikit-learn), or one number per class in label order"
+    )
+    early_stopping: int | None = _f(
+        None, "stop after this many epochs without improving train.metric by more than "
+        "train.min_delta; null = train all epochs (the best epoch's weights are kept anyway)"
+    )
+    min_delta: float = _f(0.0, "early stopping: smallest change that counts as improvement")
 
 
 @dataclass
@@ -191,11 +221,27 @@ class OutputConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Checkpoints for exact resume (`warmstart train --resume RUN`)."""
+
+    every_steps: int = _f(
+        0, "also checkpoint every this many optimizer steps (0 = only at epoch ends)"
+    )
+    keep_last: int = _f(
+        1, "checkpoints kept besides the best weights; older ones are deleted"
+    )
+
+
+@dataclass
 class LogConfig:
     """Progress and metric logging."""
 
     every: int = _f(10, "log training loss/lr to metrics.jsonl every this many steps")
     quiet: bool = _f(False, "no progress display (errors and the final table still print)")
+    to: list[str] = _f(
+        [], "also log to: tensorboard (needs the tensorboard package), mlflow (local file "
+        "store under the run directory; needs mlflow)"
+    )
 
 
 @dataclass
@@ -209,6 +255,7 @@ class RunConfig:
     regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +305,28 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
     _check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1")
     _check(cfg.log.every >= 1, "log.every", "must be >= 1")
+    for name in cfg.log.to:
+        sinks = ["tensorboard", "mlflow"]
+        _check(name in sinks, "log.to", f"{name!r} is not one of {sinks}"
+               + did_you_mean(name, sinks))
+    _check(cfg.optim.warmup_steps is None or cfg.optim.warmup_steps >= 0, "optim.warmup_steps",
+           "must be >= 0 or null")
+    _check(cfg.optim.step_every >= 1, "optim.step_every", "must be >= 1")
+    _check(0 < cfg.optim.step_gamma <= 1, "optim.step_gamma", "must be in (0, 1]")
+    _check(cfg.optim.stlr_ratio >= 1, "optim.stlr_ratio", "must be >= 1")
+    _check(cfg.optim.clip_value is None or cfg.optim.clip_value > 0, "optim.clip_value",
+           "must be > 0 or null")
+    _check(cfg.train.accumulate >= 1, "train.accumulate", "must be >= 1")
+    _check(cfg.train.early_stopping is None or cfg.train.early_stopping >= 1,
+           "train.early_stopping", "must be >= 1 or null")
+    _check(cfg.train.min_delta >= 0, "train.min_delta", "must be >= 0")
+    cw = cfg.train.class_weights
+    _check(isinstance(cw, list) or cw in ("none", "balanced"), "train.class_weights",
+           f"{cw!r} is not none, balanced or a list of numbers")
+    _check(not isinstance(cw, list) or all(w >= 0 for w in cw), "train.class_weights",
+           "weights must be >= 0")
+    _check(cfg.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
+    _check(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
     return cfg
 
 
@@ -294,7 +363,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        for option in inner[:-1]:  # the first member that accepts the value wins
+            try:
+                return _coerce(value, option, key)
+            except WarmstartError:
+                pass
+        return _coerce(value, inner[-1], key)
     if origin is Literal:
         if value not in args:
             raise WarmstartError(
@@ -304,7 +378,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if origin is list:
         if isinstance(value, str):  # `a,b,c` from the command line
-            value = [v for v in value.split(",") if v]
+            value = [_scalar(v.strip()) for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise WarmstartError(f"config key {key!r}: expected a list, got {value!r}")
         return [_coerce(v, args[0], key) for v in value]
@@ -362,17 +436,21 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise WarmstartError(f"override {text!r} must look like key.sub=value (e.g. optim.lr=3e-5)")
     key, raw = text.split("=", 1)
+    return key.strip(), (_scalar(raw) if raw != "" else None)
+
+
+def _scalar(raw: str) -> Any:
+    """A command-line value read as YAML, with `3e-5` read as the number users mean."""
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
-        value = raw
-    # YAML reads 3e-5 as a string (it wants 3.0e-5); numbers are what users mean here.
-    if isinstance(value, str):
+        return raw
+    if isinstance(value, str):  # YAML reads 3e-5 as a string (it wants 3.0e-5)
         try:
-            value = float(value) if any(c in value for c in ".eE") else int(value)
+            return float(value) if any(c in value for c in ".eE") else int(value)
         except ValueError:
             pass
-    return key.strip(), value
+    return value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -19,40 +19,84 @@ from warmstart.strategies.base import ParamGroup
 Schedule = Callable[[int], float]  # step (0-based) -> multiplier of the base lr
 
 
-def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
-    """Steps of linear warmup for a run of `total_steps`."""
-    return math.ceil(total_steps * warmup_ratio)
+def warmup_steps(cfg: OptimConfig, total_steps: int) -> int:
+    """Steps of warmup: `warmup_steps` when set, else `warmup_ratio` of the run."""
+    if cfg.warmup_steps is not None:
+        return min(cfg.warmup_steps, total_steps)
+    return math.ceil(total_steps * cfg.warmup_ratio)
 
 
-def linear_schedule(total_steps: int, warmup: int) -> Schedule:
-    """Linear warmup from 0 to 1 over `warmup` steps, then linear decay to 0 at the end."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return factor
+def _warm(step: int, warmup: int) -> float | None:
+    """The linear-warmup factor, or None once warmup is over."""
+    return (step + 1) / warmup if step < warmup else None
 
 
-def constant_schedule(total_steps: int, warmup: int) -> Schedule:
+def linear_schedule(total: int, warmup: int, cfg: OptimConfig) -> Schedule:
+    """Linear warmup from 0 to 1, then linear decay to 0 at the last step."""
+    return lambda s: _warm(s, warmup) or max(0.0, (total - s) / max(1, total - warmup))
+
+
+def constant_schedule(total: int, warmup: int, cfg: OptimConfig) -> Schedule:
     """Linear warmup, then the base lr until the end."""
+    return lambda s: _warm(s, warmup) or 1.0
 
-    def factor(step: int) -> float:
-        return (step + 1) / warmup if step < warmup else 1.0
+
+def cosine_schedule(total: int, warmup: int, cfg: OptimConfig) -> Schedule:
+    """Linear warmup, then half a cosine from 1 down to 0."""
+
+    def factor(s: int) -> float:
+        progress = (s - warmup) / max(1, total - warmup)
+        return _warm(s, warmup) or 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
 
 
-SCHEDULES: dict[str, Callable[[int, int], Schedule]] = {
+def step_schedule(total: int, warmup: int, cfg: OptimConfig) -> Schedule:
+    """Linear warmup, then x `step_gamma` every `step_every` steps."""
+    return lambda s: _warm(s, warmup) or cfg.step_gamma ** ((s - warmup) // cfg.step_every)
+
+
+def onecycle_schedule(total: int, warmup: int, cfg: OptimConfig) -> Schedule:
+    """Smith's one-cycle: cosine up from 1/25 to 1 over the warmup (30% if none is set), then
+    cosine down to 1/25e4 (the defaults of torch's OneCycleLR)."""
+    rise = warmup or math.ceil(0.3 * total)
+    low, final = 1 / 25, 1 / 25e4
+
+    def factor(s: int) -> float:
+        if s < rise:
+            return low + (1 - low) * 0.5 * (1 - math.cos(math.pi * s / rise))
+        progress = min(1.0, (s - rise) / max(1, total - rise))
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def stlr_schedule(total: int, warmup: int, cfg: OptimConfig) -> Schedule:
+    """ULMFiT's slanted triangular lr (Howard & Ruder 2018, eq. 3): a short linear rise over
+    the warmup (10% if none is set), a long linear fall; the lowest lr is peak/stlr_ratio."""
+    cut = warmup or max(1, math.floor(0.1 * total))
+    ratio = cfg.stlr_ratio
+
+    def factor(s: int) -> float:
+        p = s / cut if s < cut else 1 - (s - cut) / max(1, total - cut)
+        return (1 + max(0.0, p) * (ratio - 1)) / ratio
+
+    return factor
+
+
+SCHEDULES: dict[str, Callable[[int, int, OptimConfig], Schedule]] = {
     "linear": linear_schedule,
     "constant": constant_schedule,
+    "cosine": cosine_schedule,
+    "step": step_schedule,
+    "onecycle": onecycle_schedule,
+    "stlr": stlr_schedule,
 }
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> Schedule:
     """The configured schedule for a run of `total_steps` optimizer steps."""
-    return SCHEDULES[cfg.schedule](total_steps, warmup_steps(total_steps, cfg.warmup_ratio))
+    return SCHEDULES[cfg.schedule](total_steps, warmup_steps(cfg, total_steps), cfg)
 
 
 def _decays(p: nn.Parameter) -> bool:

@@ -44,6 +44,9 @@ class Plan:
         calibrate: optional hook run once before the optimizer is built, given the training
             batches and the device; it may set each group's `lr_scale` from data
             (discriminative learning rates). It must leave the weights unchanged.
+        solve: optional closed-form fit used instead of gradient steps (e.g. scikit-learn's
+            logistic regression on cached features): given the training batches and the
+            device, it sets the trainable parameters; the loop then evaluates once.
         cache_head_inputs: everything below the head stays frozen for the whole run, so the
             run may compute the head's inputs once and train the head on them (`cache.py`).
     """
@@ -52,6 +55,7 @@ class Plan:
     on_epoch_start: Callable[[int], None] | None = None
     notes: str = ""
     calibrate: Callable[[Batches, torch.device], None] | None = None
+    solve: Callable[[Batches, torch.device], None] | None = None
     cache_head_inputs: bool = False
 
 

@@ -1,0 +1,183 @@
+"""The command line: one function per verb, nothing clever.
+
+    warmstart train [-c run.yaml] [key.sub=value ...] [--overwrite] [--quiet]
+    warmstart train --resume RUN
+    warmstart evaluate RUN --data file.csv [--output metrics.json]
+    warmstart predict RUN (--text "..." ... | --input file.csv) [--output out.csv|out.json]
+    warmstart ls [models|datasets|strategies]
+
+A mistake the user can make ends with one line on stderr and exit status 2; anything else is
+a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from warmstart.errors import WarmstartError
+
+# Never reach for a model hub at run time unless the user opts in: the built-in models are
+# shipped in packages, and a silent download attempt only adds a long timeout offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from warmstart.config import load_config
+    from warmstart.run import train
+
+    if args.resume:
+        # The run continues exactly as configured: its saved config is the only config.
+        if args.config or args.overrides:
+            raise WarmstartError("--resume takes the run's saved config.yaml; drop -c and "
+                                 "key=value overrides (start a new run to change settings)")
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise WarmstartError(f"{run} has no config.yaml: pass a run directory that "
+                                 "`warmstart train` created")
+        cfg = load_config(run / "config.yaml",
+                          [f"output.dir={run.parent}", f"output.name={run.name}"])
+        train(cfg, quiet=args.quiet, resume=True)
+        return 0
+    overrides = list(args.overrides)
+    if args.overwrite:
+        overrides.append("output.overwrite=true")
+    train(load_config(args.config, overrides), quiet=args.quiet)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from warmstart.predict import evaluate_file
+
+    metrics = evaluate_file(args.run, args.data)
+    text = json.dumps(metrics, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    print(f"accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}  "
+          f"precision_macro {metrics['precision_macro']:.4f}  "
+          f"recall_macro {metrics['recall_macro']:.4f}  loss {metrics['loss']:.4f}")
+    return 0
+
+
+def _write_predictions(rows: list[dict[str, Any]], inputs: list[Any], output: str | None) -> None:
+    fmt = "csv" if output and output.endswith((".csv", ".tsv")) else "json"
+    if fmt == "json":
+        text = "\n".join(json.dumps({"input": str(x), **r}) for x, r in zip(inputs, rows)) + "\n"
+    else:
+        buf = io.StringIO()
+        labels = list(rows[0]["probabilities"]) if rows else []
+        writer = csv.writer(buf, delimiter="\t" if output.endswith(".tsv") else ",")
+        writer.writerow(["input", "label", *[f"p_{name}" for name in labels]])
+        for x, r in zip(inputs, rows):
+            writer.writerow([x, r["label"], *[f"{r['probabilities'][n]:.6f}" for n in labels]])
+        text = buf.getvalue()
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from warmstart.predict import predict
+
+    if bool(args.text) == bool(args.input):
+        raise WarmstartError("give either --text \"...\" (repeatable) or --input FILE")
+    if args.text:
+        inputs = args.text
+    else:
+        from warmstart.data.readers import read_column
+
+        inputs = read_column(args.input, args.column)
+    _write_predictions(predict(args.run, inputs), inputs, args.output)
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from warmstart.data import DATASETS
+    from warmstart.models import MODELS
+    from warmstart.strategies import STRATEGIES
+
+    registries = {"models": MODELS, "datasets": DATASETS, "strategies": STRATEGIES}
+    for kind in [args.what] if args.what else list(registries):
+        if not args.what:
+            print(f"{kind}:")
+        for entry in registries[kind]:
+            print(f"{'  ' if not args.what else ''}{entry.name:<20} {entry.description}")
+    return 0
+
+
+def _train_epilog() -> str:
+    from warmstart.config import field_help
+
+    lines = ["config keys (set in the YAML file or as key.sub=value):"]
+    for key, default, help_ in field_help():
+        lines.append(f"  {key:<24} {default!r:<14} {help_}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warmstart", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version",
+                        version=f"warmstart {__import__('warmstart').__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune a model (no arguments: minilm-l6 on bbc-news)",
+                       epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", help="YAML config file (sections as in the keys below)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run of this name")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue a stopped run from its latest checkpoint, exactly")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a finished run on a labelled file")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file")
+    p.add_argument("--output", help="also write the full metrics as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="labels and probabilities from a finished run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--text", action="append", help="an input text (repeatable)")
+    p.add_argument("--input", help="a CSV/TSV/JSONL/Parquet file of inputs")
+    p.add_argument("--column", default="text", help="input column of --input (default: text)")
+    p.add_argument("--output", help="write here (.csv/.tsv or .json lines); default: stdout JSON")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("ls", help="list built-in models, datasets and strategies")
+    p.add_argument("what", nargs="?", choices=["models", "datasets", "strategies"])
+    p.set_defaults(func=cmd_ls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `warmstart` command."""
+    parser = build_parser()
+    # parse_known_args: `key=value` overrides may come before or after options
+    # (`warmstart train --quiet optim.lr=3e-5`), which plain argparse positionals refuse.
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x]
+    if stray or (extra and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    try:
+        return args.func(args)
+    except WarmstartError as e:
+        print(f"warmstart: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("warmstart: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

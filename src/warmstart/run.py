@@ -1,0 +1,300 @@
+"""One training run, from a config to a finished run directory.
+
+Order matters for failures: every check a user can fail (names, files, columns, labels) runs
+before the run directory is touched, and `summary.json` is written last, so a failed run never
+leaves a directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import warmstart
+from warmstart.cache import HeadOnly, cached_batches
+from warmstart.callbacks import Callbacks, MetricsLog, ProgressDisplay, log_sinks
+from warmstart.checkpoint import (
+    SUMMARY,
+    Checkpointer,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    commit_dir,
+    is_finished,
+    load_best,
+    load_checkpoint,
+)
+from warmstart.config import RunConfig, dump_config
+from warmstart.data import load_task
+from warmstart.data.base import Examples
+from warmstart.data.batches import Batches
+from warmstart.errors import WarmstartError
+from warmstart.evaluate import evaluate
+from warmstart.loop import Resume, fit
+from warmstart.models import build_model
+from warmstart.models.base import Adapter
+from warmstart.optim import group_lrs
+from warmstart.regularize import make_penalty
+from warmstart.strategies import STRATEGIES
+
+log = logging.getLogger("warmstart")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) from the run's one seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when present, else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise WarmstartError(f"config key 'train.device': {name!r} is not a device "
+                             "(use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WarmstartError("config key 'train.device': cuda was asked for but no GPU is "
+                             "visible; use train.device=cpu")
+    return device
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    """`<output.dir>/<output.name or model-data-strategy>`."""
+    if cfg.output.name:
+        return Path(cfg.output.dir) / cfg.output.name
+    slug = "-".join(Path(x).stem or x for x in (cfg.model.name, cfg.data.name, cfg.strategy.name))
+    return Path(cfg.output.dir) / slug.replace(":", "_").replace("/", "_")
+
+
+def batches_for(adapter: Adapter, split: Examples, cfg: RunConfig, *, train: bool) -> Batches:
+    """Encode a split once and serve it in batches (length-grouped for text training)."""
+    encoded = adapter.encode(split.inputs)
+    lengths = adapter.lengths(encoded) if adapter.lengths is not None else None
+    if train and not cfg.train.group_by_length:
+        lengths = None
+    return Batches(encoded, split.labels, adapter.collate,
+                   cfg.train.batch_size if train else cfg.train.eval_batch_size,
+                   shuffle=train, seed=cfg.train.seed, lengths=lengths)
+
+
+def count_params(module: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in module.parameters())
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this run: GPU allocations on CUDA, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto` -> bf16 on a GPU that supports it, else fp32; warn where bf16 will crawl."""
+    if name == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "fp32"
+    if name in ("bf16", "fp16") and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("train.precision=%s on a CPU without native bf16/fp16 support: matmuls "
+                    "run far slower than fp32 here (use train.precision=fp32)", name)
+    return name
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def class_weights_for(cfg: RunConfig, labels: np.ndarray, n: int) -> torch.Tensor | None:
+    """Loss weights per class: none, `balanced` (n / (k * count), as scikit-learn), or given."""
+    spec = cfg.train.class_weights
+    if spec == "none":
+        return None
+    if spec == "balanced":
+        counts = np.bincount(labels, minlength=n).astype(np.float64)
+        return torch.tensor(len(labels) / (n * np.maximum(counts, 1)), dtype=torch.float32)
+    if len(spec) != n:
+        raise WarmstartError(f"config key 'train.class_weights': {len(spec)} weights given for "
+                             f"{n} classes; give one per class in label order")
+    return torch.tensor(spec, dtype=torch.float32)
+
+
+def _start_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> Resume | None:
+    """Create (or, resuming, reopen) the run directory; return what to resume from."""
+    if resume:
+        checkpoint = Checkpointer(run_dir, 0, 1).latest()
+        if checkpoint is not None:
+            weights, state = load_checkpoint(checkpoint)
+            metrics = run_dir / "metrics.jsonl"
+            if metrics.exists():  # drop lines logged after the checkpoint: they are replayed
+                with metrics.open("r+b") as f:
+                    f.truncate(state["metrics_bytes"])
+            return Resume(weights, state, load_best(run_dir))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a failed or overwritten run, or nothing to resume: start clean
+    run_dir.mkdir(parents=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    atomic_write_json(run_dir / "environment.json", environment(cfg.train.seed))
+    return None
+
+
+def environment(seed: int) -> dict[str, Any]:
+    """Seed, library versions and machine, stored with every run for reproducibility."""
+    import sklearn
+    import transformers
+
+    return {"seed": seed, "warmstart": warmstart.__version__, "torch": torch.__version__,
+            "transformers": transformers.__version__, "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune as `cfg` says; write the run directory; return the summary.
+
+    With `resume`, continue the run directory's latest checkpoint exactly (a run with no
+    checkpoint yet starts over with the same config).
+    """
+    console = Console(stderr=True, quiet=quiet)
+    strategy = STRATEGIES.get(cfg.strategy.name)  # fail fast on a bad name
+    run_dir = run_dir_of(cfg)
+    if is_finished(run_dir) and (resume or not cfg.output.overwrite):
+        raise WarmstartError(f"{run_dir} already holds a finished run; pass --overwrite "
+                             "(or output.overwrite=true) or choose output.name")
+    device = resolve_device(cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    started = time.perf_counter()
+
+    data = load_task(cfg.data, cfg.train.seed)
+    seed_everything(cfg.train.seed)  # the new head's initialisation follows the seed
+    adapter = build_model(cfg.model, len(data.label_names))
+    if adapter.kind != data.kind:
+        raise WarmstartError(f"model {cfg.model.name!r} reads {adapter.kind} but data "
+                             f"{cfg.data.name!r} holds {data.kind}; pick a matching pair")
+    plan = strategy(adapter, cfg.strategy)
+    model = adapter.module.to(device)
+    lr = cfg.optim.lr if cfg.optim.lr is not None else adapter.default_lr
+    weights = class_weights_for(cfg, data.train.labels, len(data.label_names))
+    # Anchored to the pretrained weights, before any checkpoint is loaded.
+    penalty = make_penalty(plan, adapter.head, cfg.regularize)
+
+    # Everything the user could get wrong has been checked: now the run directory.
+    resume_from = _start_run_dir(cfg, run_dir, resume)
+    console.print(f"[bold]warmstart {warmstart.__version__}[/] -> {run_dir}"
+                  + (f" (resuming at step {resume_from.state['loop']['step']})"
+                     if resume_from else ""))
+    console.print(dump_config(cfg), highlight=False, markup=False)
+
+    train_b = batches_for(adapter, data.train, cfg, train=True)
+    val_b = batches_for(adapter, data.validation, cfg, train=False)
+    test_b = batches_for(adapter, data.test, cfg, train=False) if len(data.test) else None
+    trainable, total = count_params(model)
+    console.print(
+        f"data {data.source}: {len(data.train)} train / {len(data.validation)} val / "
+        f"{len(data.test)} test, {len(data.label_names)} classes | strategy {cfg.strategy.name}: "
+        f"{plan.notes} | trainable {trainable:,} of {total:,} ({trainable / total:.1%}) | "
+        f"batch {cfg.train.batch_size} x {cfg.train.accumulate} | {device} {precision}"
+    )
+
+    observers: list[Any] = [MetricsLog(run_dir / "metrics.jsonl", cfg.log.every),
+                            *log_sinks(cfg.log.to, run_dir, cfg)]
+    if not (quiet or cfg.log.quiet):
+        observers.append(ProgressDisplay(console))
+    trained, fit_train, fit_val = model, train_b, val_b
+    if plan.cache_head_inputs:
+        console.print("backbone frozen for the whole run: computing head inputs once")
+        trained = HeadOnly(adapter.head)
+        fit_train = cached_batches(model, adapter.head, train_b, device)
+        fit_val = cached_batches(model, adapter.head, val_b, device)
+    result = fit(trained, plan, fit_train, fit_val, optim_cfg=cfg.optim, train_cfg=cfg.train,
+                 lr=lr, device=device, label_names=data.label_names,
+                 callbacks=Callbacks(observers), penalty=penalty,
+                 label_smoothing=cfg.regularize.label_smoothing, class_weights=weights,
+                 precision=precision, resume=resume_from,
+                 checkpointer=Checkpointer(run_dir, cfg.checkpoint.every_steps,
+                                           cfg.checkpoint.keep_last))
+    lrs = group_lrs(result.optimizer, lr)
+
+    trained.load_state_dict(result.best_state)  # report and save the best epoch, not the last
+    val_metrics = evaluate(model, val_b, device, data.label_names, full=True)
+    test_metrics = (evaluate(model, test_b, device, data.label_names, full=True)
+                    if test_b is not None else {})
+    if cfg.output.save_model:
+        tmp = atomic_dir(run_dir / "model")
+        adapter.save(tmp, data.label_names)
+        commit_dir(tmp, run_dir / "model")
+
+    summary = {
+        "run": str(run_dir),
+        "model": cfg.model.name, "data": data.source, "strategy": cfg.strategy.name,
+        "labels": data.label_names,
+        "examples": {"train": len(data.train), "validation": len(data.validation),
+                     "test": len(data.test)},
+        "best_epoch": result.best_epoch, "epochs": len(result.history),
+        "stopped_early": result.stopped_early, "steps": result.steps,
+        "validation": val_metrics, "test": test_metrics,
+        "final_epoch": result.history[-1],
+        "history": result.history,
+        "params": {"trainable": trainable, "total": total, "fraction": trainable / total},
+        "lr": {"base": lr, "groups": lrs},
+        "train_seconds": result.train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "samples_per_second": result.train_samples / max(result.train_seconds, 1e-9),
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device), "precision": precision, "threads": torch.get_num_threads(),
+        "seed": cfg.train.seed,
+        "versions": {"warmstart": warmstart.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+    }
+    atomic_write_json(run_dir / SUMMARY, summary)  # last: marks the run finished
+    print_summary(summary, Console(quiet=quiet))
+    return summary
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    """The final metrics table."""
+    table = Table(title=f"{summary['run']}  (best epoch {summary['best_epoch']})")
+    table.add_column("metric")
+    table.add_column("validation", justify="right")
+    table.add_column("test", justify="right")
+    for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"):
+        v, t = summary["validation"].get(key), summary["test"].get(key)
+        table.add_row(key, f"{v:.4f}" if v is not None else "-",
+                      f"{t:.4f}" if t is not None else "-")
+    p = summary["params"]
+    console.print(table)
+    console.print(
+        f"trainable params {p['trainable']:,} / {p['total']:,} ({p['fraction']:.1%}) | "
+        f"train {summary['train_seconds']:.0f}s, {summary['samples_per_second']:.1f} samples/s | "
+        f"peak memory {summary['peak_memory_mb']:.0f} MB"
+    )
+    if sys.stdout is not None:
+        sys.stdout.flush()

@@ -1,0 +1,123 @@
+"""Bad input: one line naming the problem, exit status 2, no traceback, no finished-looking run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_rows, write_csv
+
+from warmstart.cli import main
+
+TINY = ["model.name=tiny-bert", "train.epochs=1", "train.batch_size=8", "optim.lr=1e-3"]
+
+
+def _fail(argv, capsys) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("warmstart: error: ")
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def _train(tmp_path, data_args, extra=()):
+    return ["train", "--quiet", *TINY, f"output.dir={tmp_path / 'runs'}", "output.name=r",
+            *data_args, *extra]
+
+
+def _no_finished_run(tmp_path):
+    assert not (tmp_path / "runs" / "r" / "summary.json").exists()
+
+
+def test_missing_file(tmp_path, capsys):
+    err = _fail(_train(tmp_path, [f"data.name={tmp_path / 'nope.csv'}"]), capsys)
+    assert "nope.csv" in err
+    _no_finished_run(tmp_path)
+
+
+def test_non_utf8_file(tmp_path, capsys):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"text,label\n" + "caf\xe9 cr\xe8me,a\nthe,b\n".encode("latin-1") * 20)
+    err = _fail(_train(tmp_path, [f"data.name={path}"]), capsys)
+    assert "latin.csv" in err and "UTF-8" in err
+    _no_finished_run(tmp_path)
+
+
+@pytest.mark.parametrize("column", ["text_column", "label_column"])
+def test_missing_column(tmp_path, capsys, text_csv, column):
+    err = _fail(_train(tmp_path, [f"data.name={text_csv}", f"data.{column}=body"]), capsys)
+    assert "body" in err and "toy.csv" in err
+    _no_finished_run(tmp_path)
+
+
+def test_empty_dataset(tmp_path, capsys):
+    path = tmp_path / "empty.csv"
+    path.write_text("text,label\n")
+    err = _fail(_train(tmp_path, [f"data.name={path}"]), capsys)
+    assert "empty.csv" in err
+    _no_finished_run(tmp_path)
+
+
+def test_only_one_class(tmp_path, capsys):
+    path = write_csv(tmp_path / "one.csv", [(t, "sport") for t, _ in make_rows()])
+    err = _fail(_train(tmp_path, [f"data.name={path}"]), capsys)
+    assert "one class" in err
+    _no_finished_run(tmp_path)
+
+
+def test_label_unseen_in_training(tmp_path, capsys, text_csv):
+    test = write_csv(tmp_path / "test.csv", [("a b c", "sport"), ("d e f", "weather")])
+    err = _fail(_train(tmp_path, [f"data.name={text_csv}", f"data.test={test}"]), capsys)
+    assert "weather" in err
+    _no_finished_run(tmp_path)
+
+
+@pytest.mark.parametrize("key, value, hint", [
+    ("model.name", "minilm-l7", "minilm-l6"),
+    ("data.name", "bbc-nwes", "bbc-news"),
+    ("strategy.name", "fulll", "full"),
+])
+def test_unknown_names_suggest(tmp_path, capsys, key, value, hint):
+    err = _fail(["train", "--quiet", f"{key}={value}", f"output.dir={tmp_path / 'runs'}",
+                 "output.name=r"], capsys)
+    assert value in err and hint in err
+    _no_finished_run(tmp_path)
+
+
+def test_invalid_config_value(tmp_path, capsys):
+    err = _fail(["train", "optim.lr=-1"], capsys)
+    assert "optim.lr" in err
+
+
+def test_finished_run_needs_overwrite(tmp_path, capsys, text_csv):
+    args = _train(tmp_path, [f"data.name={text_csv}"])
+    assert main(args) == 0
+    summary = tmp_path / "runs" / "r" / "summary.json"
+    first = summary.stat().st_mtime_ns
+    capsys.readouterr()
+    err = _fail(args, capsys)
+    assert "--overwrite" in err
+    assert summary.stat().st_mtime_ns == first
+    assert main([*args, "--overwrite"]) == 0
+    assert summary.stat().st_mtime_ns != first
+
+
+def test_real_command_exit_status_and_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "warmstart", "train", "strategy.name=nope"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "unknown strategy 'nope'" in proc.stderr
+    assert not (Path(tmp_path) / "runs").exists()
+
+
+def test_ls_lists_registries(capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    for name in ("minilm-l6", "efficientnet-lite0", "bbc-news", "digits", "mnist-5k", "full"):
+        assert name in out

@@ -1,0 +1,99 @@
+"""End to end: the golden run on a tiny model, run outputs, predict/evaluate, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+from conftest import make_rows, write_csv
+
+from warmstart.cli import main
+from warmstart.config import load_config
+from warmstart.predict import evaluate_file, predict
+from warmstart.run import train
+
+TINY = ["model.name=tiny-bert", "train.epochs=4", "train.batch_size=8", "optim.lr=1e-2",
+        "optim.warmup_ratio=0.1", "log.every=1"]
+
+
+def _cfg(tmp_path, data, name="golden", extra=()):
+    return load_config(None, [*TINY, f"data.name={data}", f"output.dir={tmp_path / 'runs'}",
+                              f"output.name={name}", *extra])
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("golden")
+    data = write_csv(tmp / "toy.csv", make_rows(n_per_class=30))
+    summary = train(_cfg(tmp, data), quiet=True)
+    return tmp, data, summary
+
+
+def test_golden_run_learns_and_reports(golden):
+    tmp, _, s = golden
+    losses = [row["train_loss"] for row in s["history"]]
+    assert losses[-1] < 0.7 * losses[0], losses  # the loss falls
+    assert s["test"]["accuracy"] > 0.6  # three classes: chance is 1/3
+    scalars = [v for split in ("validation", "test") for v in s[split].values()
+               if isinstance(v, float)]
+    assert len(scalars) == 10 and all(math.isfinite(v) for v in scalars)
+    assert s["best_epoch"] in range(1, 5)
+    best = s["history"][s["best_epoch"] - 1]
+    assert s["validation"]["accuracy"] == pytest.approx(best["val_accuracy"])
+    assert set(s["test"]["per_class"]) >= {"food", "sport", "tech", "macro avg"}
+    assert len(s["test"]["confusion_matrix"]) == 3
+    assert s["params"]["trainable"] == s["params"]["total"] > 0
+    assert s["samples_per_second"] > 0 and s["peak_memory_mb"] > 0
+    assert s["labels"] == ["food", "sport", "tech"]
+
+
+def test_run_directory_layout(golden):
+    tmp, _, s = golden
+    run = tmp / "runs" / "golden"
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["name"] == "tiny-bert"
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["kind"] == "step"]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert len(epochs) == 4 and len(steps) == s["steps"]
+    assert json.loads((run / "summary.json").read_text())["test"] == s["test"]
+    assert (run / "model" / "config.json").is_file()  # Hugging Face layout
+    assert any(p.suffix == ".safetensors" for p in (run / "model").iterdir())
+
+
+def test_same_seed_same_run_different_seed_differs(golden, tmp_path):
+    _, data, s = golden
+    again = train(_cfg(tmp_path, data, "again"), quiet=True)
+    assert [r["train_loss"] for r in again["history"]] == [r["train_loss"] for r in s["history"]]
+    other = train(_cfg(tmp_path, data, "other", ["train.seed=1"]), quiet=True)
+    assert [r["train_loss"] for r in other["history"]] != [r["train_loss"] for r in s["history"]]
+
+
+def test_predict_and_evaluate_reload_the_saved_model(golden, capsys):
+    tmp, data, s = golden
+    run = tmp / "runs" / "golden"
+    rows = predict(run, ["goal match team win", "chip software code"])
+    assert [r["label"] for r in rows] == ["sport", "tech"]
+    assert sum(rows[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    test = write_csv(tmp / "held.csv", make_rows(n_per_class=5, seed=7))
+    metrics = evaluate_file(run, test)
+    assert metrics["accuracy"] > 0.6 and len(metrics["confusion_matrix"]) == 3
+    out = tmp / "pred.csv"
+    assert main(["predict", str(run), "--input", str(test), "--output", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "input,label,p_food,p_sport,p_tech" and len(lines) == 16
+    assert main(["predict", str(run), "--text", "bake bread"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] == "food"
+
+
+@pytest.mark.slow
+def test_real_minilm_loss_falls(tmp_path):
+    data = write_csv(tmp_path / "toy.csv", make_rows(n_per_class=16))
+    s = train(load_config(None, [
+        "model.name=minilm-l6", f"data.name={data}", "train.epochs=2", "train.batch_size=8",
+        "optim.lr=1e-4", "model.max_length=32", f"output.dir={tmp_path}", "output.save_model=false",
+    ]), quiet=True)
+    losses = [r["train_loss"] for r in s["history"]]
+    assert losses[1] < losses[0]
+    assert s["test"]["accuracy"] > 0.5
