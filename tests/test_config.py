@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from warmstart.config import RunConfig, all_keys, dump_config, field_help, load_config
@@ -65,3 +67,14 @@ def test_every_key_is_documented():
     undocumented = [k for k, _, help_ in field_help() if not help_]
     assert undocumented == []
     assert len(field_help()) == len(keys)
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load_and_start_with_their_command(path):
+    first = path.read_text().splitlines()[0]
+    assert first == f"# warmstart train -c configs/{path.name}"
+    cfg = load_config(path)
+    assert cfg.output.name == path.stem

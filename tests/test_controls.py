@@ -80,10 +80,10 @@ def _data(n=48, seed=0):
     return x, y
 
 
-def _batches(bs, shuffle=True, n=48):
+def _batches(bs, shuffle=True, n=48, accumulate=1):
     x, y = _data(n)
     return Batches(x, y, lambda items: {"features": torch.stack(items)}, bs, shuffle=shuffle,
-                   seed=0)
+                   seed=0, accumulate=accumulate)
 
 
 def _fit(model, train_b, val_b=None, **train_kw):
@@ -96,12 +96,12 @@ def _fit(model, train_b, val_b=None, **train_kw):
 
 def test_accumulating_four_micro_batches_equals_one_big_batch():
     big, small = Linear(), Linear()
-    _fit(big, _batches(16), accumulate=1, epochs=2)
-    _fit(small, _batches(4), accumulate=4, epochs=2)
+    _fit(big, _batches(16), epochs=2)
+    _fit(small, _batches(4, accumulate=4), epochs=2)
     for p, q in zip(big.parameters(), small.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
     other = Linear()
-    _fit(other, _batches(4), accumulate=1, epochs=2)  # without accumulation it differs
+    _fit(other, _batches(4), epochs=2)  # without accumulation it differs
     assert not torch.allclose(next(other.parameters()), next(big.parameters()), atol=1e-4)
 
 

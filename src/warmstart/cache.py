@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from warmstart.data.batches import Batches
+from warmstart.distributed import current, gather_all
 from warmstart.evaluate import move
 
 
@@ -36,22 +37,31 @@ def _stack(items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
 @torch.inference_mode()
 def head_inputs(model: nn.Module, head: nn.Module, batches: Batches,
                 device: torch.device) -> list[torch.Tensor]:
-    """The head's input for every example of `batches`, in example order (one backbone pass)."""
+    """The head's input for every example of `batches`, in example order (one backbone pass).
+
+    Under data parallelism each process computes its own share once and the shares are
+    gathered, so the whole set costs one backbone pass across all processes.
+    """
     captured: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
     was_training = model.training
     model.eval()
-    out: list[torch.Tensor | None] = [None] * batches.num_examples
+    parts: list[tuple[np.ndarray, torch.Tensor]] = []
     try:
         for ids, batch in batches.epoch():
             batch.pop("labels")
             captured.clear()
             model(**move(batch, device))
-            for i, row in zip(ids, captured[0].cpu()):
-                out[i] = row.clone()
+            parts.append((ids, captured[0].cpu().clone()))
     finally:
         hook.remove()
         model.train(was_training)
+    if batches.world > 1:
+        parts = [p for rank in gather_all(current(), parts) for p in rank]
+    out: list[torch.Tensor | None] = [None] * batches.num_examples
+    for ids, rows in parts:
+        for i, row in zip(ids, rows):
+            out[i] = row
     return out  # type: ignore[return-value]
 
 
@@ -60,4 +70,5 @@ def cached_batches(model: nn.Module, head: nn.Module, batches: Batches,
     """`batches` with each example replaced by its cached head input."""
     feats = head_inputs(model, head, batches, device)
     return Batches(feats, batches.labels.numpy().astype(np.int64), _stack, batches.batch_size,
-                   shuffle=batches.shuffle, seed=batches.seed)
+                   shuffle=batches.shuffle, seed=batches.seed, accumulate=batches.accumulate,
+                   rank=batches.rank, world=batches.world)

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from warmstart.distributed import Dist
+
 SUMMARY = "summary.json"
 
 
@@ -75,15 +77,19 @@ def _weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class Checkpointer:
     """Writes `checkpoints/step-NNNNNNNN/` folders (keeping the last K) and the best weights."""
 
-    def __init__(self, run_dir: Path, every_steps: int, keep_last: int) -> None:
+    def __init__(self, run_dir: Path, every_steps: int, keep_last: int,
+                 write: bool = True) -> None:
         self.dir = run_dir / CHECKPOINTS
         self.metrics = run_dir / "metrics.jsonl"
         self.every_steps = every_steps
         self.keep_last = keep_last
+        self.write = write  # False on every process but the main one
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              loop_state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         """Checkpoint after optimizer step `step`; older checkpoints beyond K are removed."""
+        if not self.write:
+            return self.dir
         final = self.dir / f"step-{step:08d}"
         tmp = atomic_dir(final)
         save_file(_weights(model.state_dict()), str(tmp / "model.safetensors"))
@@ -102,6 +108,8 @@ class Checkpointer:
 
     def save_best(self, state: dict[str, torch.Tensor]) -> None:
         """The best epoch's weights (restored at the end, and on resume)."""
+        if not self.write:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".best.", suffix=".tmp")
         os.close(fd)
@@ -131,8 +139,13 @@ def load_best(run_dir: Path) -> dict[str, torch.Tensor] | None:
     return load_file(str(path)) if path.is_file() else None
 
 
-def restore_rng(state: dict[str, Any]) -> None:
-    """Put the RNGs back where the checkpoint left them (dropout continues identically)."""
-    torch.set_rng_state(state["rng"])
+def restore_rng(state: dict[str, Any], place: Dist) -> None:
+    """Put the RNGs back where the checkpoint left them (dropout continues identically).
+
+    Each process gets its own saved state when the number of processes is unchanged; on a
+    different count they all take the main process's (the run then matches within noise).
+    """
+    rngs = state.get("rng_by_rank") or [state["rng"]]
+    torch.set_rng_state(rngs[place.rank] if len(rngs) == place.world else rngs[0])
     if state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -19,6 +19,7 @@ from sklearn.metrics import (
 from torch import nn
 
 from warmstart.data.batches import Batches
+from warmstart.distributed import current, gather_all
 from warmstart.models.base import logits_of
 
 
@@ -31,21 +32,30 @@ def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torc
 def predict_logits(
     model: nn.Module, batches: Batches, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels for every example, in the examples' original order."""
+    """Logits and labels for every example, in the examples' original order.
+
+    Under data parallelism each process runs its share and the shares are gathered, so every
+    process ends with the whole split's logits.
+    """
     was_training = model.training
     model.eval()
-    n = batches.num_examples
-    logits_out: np.ndarray | None = None
-    labels_out = np.zeros(n, dtype=np.int64)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for ids, batch in batches.epoch():
         labels = batch.pop("labels")
         logits = logits_of(model(**move(batch, device))).float().cpu().numpy()
-        if logits_out is None:
-            logits_out = np.zeros((n, logits.shape[1]), dtype=np.float32)
-        logits_out[ids] = logits
-        labels_out[ids] = labels.numpy()
+        parts.append((ids, logits, labels.numpy()))
     model.train(was_training)
-    return (logits_out if logits_out is not None else np.zeros((0, 0), np.float32)), labels_out
+    if batches.world > 1:
+        parts = [p for rank in gather_all(current(), parts) for p in rank]
+    n = batches.num_examples
+    if not parts:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    logits_out = np.zeros((n, parts[0][1].shape[1]), dtype=np.float32)
+    labels_out = np.zeros(n, dtype=np.int64)
+    for ids, logits, labels in parts:
+        logits_out[ids] = logits
+        labels_out[ids] = labels
+    return logits_out, labels_out
 
 
 def metrics_from_logits(

@@ -20,7 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from warmstart import distributed
 from warmstart.callbacks import Callbacks, State
 from warmstart.checkpoint import Checkpointer, restore_rng
 from warmstart.config import OptimConfig, TrainConfig
@@ -120,17 +122,18 @@ def fit(
         label_smoothing: cross-entropy label smoothing.
         class_weights: optional per-class loss weights.
         precision: "fp32", "bf16" or "fp16" (resolved by the caller; fp16 uses loss scaling).
-        checkpointer: writes checkpoints every N steps and at each epoch end.
+        checkpointer: writes checkpoints every N steps and at each epoch end (every process
+            holds one so all join the collective parts; only the main one writes).
         resume: continue from a checkpoint instead of starting fresh.
     """
     callbacks = callbacks or Callbacks([])
+    place = distributed.current()
     if plan.solve is not None:
         return _solve(model, plan, train, val, device, label_names)
     if plan.calibrate is not None and resume is None:  # on resume the optimizer has the scales
         plan.calibrate(train, device)
     optimizer = build_optimizer(plan.groups, optim_cfg, lr)
-    accumulate = train_cfg.accumulate
-    steps_per_epoch = math.ceil(len(train) / accumulate)
+    steps_per_epoch = len(train)
     total_steps = steps_per_epoch * train_cfg.epochs
     schedule = make_schedule(optim_cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
@@ -138,25 +141,33 @@ def fit(
     weight = class_weights.to(device) if class_weights is not None else None
 
     # Loop state: everything a checkpoint must carry besides weights, optimizer and RNG.
-    loop: dict[str, Any] = {"epoch": 0, "micro": 0, "step": 0, "history": [],
+    loop: dict[str, Any] = {"epoch": 0, "epoch_step": 0, "step": 0, "history": [],
                             "best_value": None, "best_epoch": 0, "train_seconds": 0.0,
-                            "samples": 0, "loss_sum": 0.0, "loss_count": 0}
+                            "samples": 0, "loss_sum": 0.0, "loss_count": 0, "correct": 0,
+                            "step_size": train.step_size}
     best_state: dict[str, torch.Tensor] = {}
     if resume is not None:
         model.load_state_dict(resume.model_state)
         optimizer.load_state_dict(resume.state["optimizer"])
         if "scaler" in resume.state:
             scaler.load_state_dict(resume.state["scaler"])
-        loop.update(resume.state["loop"])
+        loop.update(resume.state["loop"], step_size=train.step_size)
+        if not place.is_main:  # the checkpoint holds the sums of all ranks; count them once
+            loop.update(loss_sum=0.0, loss_count=0, correct=0)
         best_state = resume.best_state or {}
-        restore_rng(resume.state)
+        restore_rng(resume.state, place)
     else:
         torch.manual_seed(train_cfg.seed)  # one seed drives dropout inside the model
 
     def checkpoint() -> None:
+        # Collective calls first (every rank takes part), then the main rank writes.
+        saved = dict(loop)
+        saved["loss_sum"], saved["loss_count"], saved["correct"] = distributed.sum_all(
+            place, [loop["loss_sum"], loop["loss_count"], loop["correct"]])
+        rngs = distributed.gather_all(place, torch.get_rng_state())
         if checkpointer is not None:
-            checkpointer.save(loop["step"], model, optimizer, dict(loop),
-                              {"scaler": scaler.state_dict()})
+            checkpointer.save(loop["step"], model, optimizer, saved,
+                              {"scaler": scaler.state_dict(), "rng_by_rank": rngs})
 
     state = State(epochs=train_cfg.epochs, total_steps=total_steps,
                   steps_per_epoch=steps_per_epoch, metric=train_cfg.metric,
@@ -165,39 +176,43 @@ def fit(
     callbacks.fire("on_fit_start", state)
     stopped = should_stop([h[f"val_{train_cfg.metric}"] for h in loop["history"]],
                           train_cfg.metric, train_cfg.early_stopping, train_cfg.min_delta)
+    ddp: DistributedDataParallel | None = None
+    ddp_trainable: set[int] = set()
 
     while loop["epoch"] < train_cfg.epochs and not stopped:
         epoch = loop["epoch"]
         if plan.on_epoch_start is not None:
             plan.on_epoch_start(epoch)
         train_mode(model)
+        if place.active:
+            ddp, ddp_trainable = _data_parallel(model, ddp, ddp_trainable, device)
+        runner = ddp if ddp is not None else model
         state = state.update(epoch=epoch + 1)
         epoch_start, seconds_before = time.perf_counter(), loop["train_seconds"]
-        for _, batch in train.epoch(epoch, skip=loop["micro"]):
-            # The last accumulation group of an epoch may be short: average over its size.
-            group_start = loop["micro"] // accumulate * accumulate
-            group = min(accumulate, len(train) - group_start)
-            batch = move(batch, device)
-            labels = batch.pop("labels")
-            with autocast(device, precision):
-                logits = logits_of(model(**batch))
-            loss = F.cross_entropy(logits.float(), labels, weight=weight,
-                                   label_smoothing=label_smoothing)
-            if penalty is not None:
-                loss = loss + penalty()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise WarmstartError(
-                    f"the loss became {value} at step {loop['step'] + 1} (epoch {epoch + 1}); "
-                    "the last good checkpoint is kept; lower optim.lr or set optim.clip_norm"
-                )
-            scaler.scale(loss / group).backward()
-            loop["micro"] += 1
-            loop["samples"] += len(labels)
-            loop["loss_sum"] += value * len(labels)
-            loop["loss_count"] += len(labels)
-            if loop["micro"] - group_start < group:
-                continue  # accumulate more micro-batches before stepping
+        for step_size, micros in train.steps(epoch, skip=loop["epoch_step"]):
+            for j, (_, batch) in enumerate(micros):
+                # Gradients are averaged across processes once per step, on the last micro.
+                last = j == len(micros) - 1
+                sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+                batch = move(batch, device)
+                labels = batch.pop("labels")
+                with sync:
+                    with autocast(device, precision):
+                        logits = logits_of(runner(**batch))
+                    loss = F.cross_entropy(logits.float(), labels, weight=weight,
+                                           label_smoothing=label_smoothing)
+                    if penalty is not None:
+                        loss = loss + penalty()
+                    value = loss.item()
+                    if not math.isfinite(value):
+                        raise WarmstartError(
+                            f"the loss became {value} at step {loop['step'] + 1} (epoch "
+                            f"{epoch + 1}); the last good checkpoint is kept; lower optim.lr "
+                            "or set optim.clip_norm")
+                    scaler.scale(loss / len(micros)).backward()
+                loop["loss_sum"] += value * len(labels)
+                loop["loss_count"] += len(labels)
+                loop["correct"] += (logits.argmax(dim=1) == labels).sum().item()
             scaler.unscale_(optimizer)
             grads = [p for p in params if p.grad is not None]
             if optim_cfg.clip_value is not None:
@@ -210,17 +225,24 @@ def fit(
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             loop["step"] += 1
+            loop["epoch_step"] += 1
+            loop["samples"] += step_size
             loop["train_seconds"] = seconds_before + time.perf_counter() - epoch_start
             state = state.update(step=loop["step"], loss=value, lr=lr * factor,
                                  samples=loop["samples"], train_seconds=loop["train_seconds"])
             callbacks.fire("on_step_end", state)
             every = checkpointer.every_steps if checkpointer is not None else 0
-            if every and loop["step"] % every == 0 and loop["micro"] < len(train):
+            if every and loop["step"] % every == 0 and loop["epoch_step"] < steps_per_epoch:
                 checkpoint()
 
         metrics = evaluate(model, val, device, label_names)
+        loss_sum, count, correct = distributed.sum_all(
+            place, [loop["loss_sum"], loop["loss_count"], loop["correct"]])
         row = {"epoch": epoch + 1, "step": loop["step"],
-               "train_loss": loop["loss_sum"] / max(1, loop["loss_count"]),
+               "train_loss": loss_sum / max(1, count),
+               # Running accuracy over the epoch's batches (dropout on, weights moving): a
+               # cheap proxy for training-set fit that needs no extra pass over the data.
+               "train_accuracy": correct / max(1, count),
                **{f"val_{k}": v for k, v in metrics.items()}}
         loop["history"].append(row)
         if is_better(metrics[train_cfg.metric], loop["best_value"], train_cfg.metric):
@@ -229,7 +251,7 @@ def fit(
             loop["best_value"], loop["best_epoch"] = metrics[train_cfg.metric], epoch + 1
             if checkpointer is not None:
                 checkpointer.save_best(best_state)
-        loop.update(epoch=epoch + 1, micro=0, loss_sum=0.0, loss_count=0)
+        loop.update(epoch=epoch + 1, epoch_step=0, loss_sum=0.0, loss_count=0, correct=0)
         stopped = should_stop([h[f"val_{train_cfg.metric}"] for h in loop["history"]],
                               train_cfg.metric, train_cfg.early_stopping, train_cfg.min_delta)
         state = state.update(epoch_metrics=row, best_value=loop["best_value"],
@@ -243,6 +265,25 @@ def fit(
         steps=loop["step"], train_seconds=loop["train_seconds"], train_samples=loop["samples"],
         best_state=best_state, optimizer=optimizer, stopped_early=stopped,
     )
+
+
+def _data_parallel(
+    model: nn.Module, ddp: DistributedDataParallel | None, wrapped_ids: set[int],
+    device: torch.device,
+) -> tuple[DistributedDataParallel, set[int]]:
+    """Wrap `model` in DDP, again whenever the set of trainable parameters changed.
+
+    DDP registers the parameters that require grad when it is built: frozen ones (and the
+    frozen parts of staged strategies) are never expected to get gradients, so no
+    "unused parameters" error (Lightning #17212); gradual unfreezing and LP-FT get a fresh
+    wrapper at the epoch that changes what trains.
+    """
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    if ddp is not None and trainable == wrapped_ids:
+        return ddp, wrapped_ids
+    wrapped = DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    return wrapped, trainable
 
 
 def _best_row(loop: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 import warmstart
+from warmstart import distributed
 from warmstart.cache import HeadOnly, cached_batches
 from warmstart.callbacks import Callbacks, MetricsLog, ProgressDisplay, log_sinks
 from warmstart.checkpoint import (
@@ -41,6 +42,7 @@ from warmstart.config import RunConfig, dump_config
 from warmstart.data import load_task
 from warmstart.data.base import Examples
 from warmstart.data.batches import Batches
+from warmstart.distributed import Dist
 from warmstart.errors import WarmstartError
 from warmstart.evaluate import evaluate
 from warmstart.loop import Resume, fit
@@ -83,7 +85,8 @@ def run_dir_of(cfg: RunConfig) -> Path:
     return Path(cfg.output.dir) / slug.replace(":", "_").replace("/", "_")
 
 
-def batches_for(adapter: Adapter, split: Examples, cfg: RunConfig, *, train: bool) -> Batches:
+def batches_for(adapter: Adapter, split: Examples, cfg: RunConfig, *, train: bool,
+                place: Dist, accumulate: int = 1) -> Batches:
     """Encode a split once and serve it in batches (length-grouped for text training)."""
     encoded = adapter.encode(split.inputs)
     lengths = adapter.lengths(encoded) if adapter.lengths is not None else None
@@ -91,7 +94,27 @@ def batches_for(adapter: Adapter, split: Examples, cfg: RunConfig, *, train: boo
         lengths = None
     return Batches(encoded, split.labels, adapter.collate,
                    cfg.train.batch_size if train else cfg.train.eval_batch_size,
-                   shuffle=train, seed=cfg.train.seed, lengths=lengths)
+                   shuffle=train, seed=cfg.train.seed, lengths=lengths,
+                   accumulate=accumulate if train else 1, rank=place.rank, world=place.world)
+
+
+def accumulation_for(cfg: RunConfig, place: Dist, resume: Resume | None) -> int:
+    """Micro-batches per step; a resumed run keeps the checkpoint's global batch even when
+    it runs on another number of processes (so it sees the same step batches)."""
+    if resume is None:
+        return cfg.train.accumulate
+    step_size = resume.state["loop"].get("step_size")
+    per_step = cfg.train.batch_size * place.world
+    if step_size is None or step_size == per_step * cfg.train.accumulate:
+        return cfg.train.accumulate
+    if step_size % per_step:
+        raise WarmstartError(
+            f"the checkpoint's global batch of {step_size} cannot be split into {place.world} "
+            f"processes x train.batch_size {cfg.train.batch_size}; resume with a process "
+            "count that divides it")
+    log.warning("resuming on %d processes: train.accumulate %d -> %d keeps the global batch "
+                "of %d", place.world, cfg.train.accumulate, step_size // per_step, step_size)
+    return step_size // per_step
 
 
 def count_params(module: torch.nn.Module) -> tuple[int, int]:
@@ -142,17 +165,24 @@ def class_weights_for(cfg: RunConfig, labels: np.ndarray, n: int) -> torch.Tenso
     return torch.tensor(spec, dtype=torch.float32)
 
 
+def _resume_point(run_dir: Path) -> Resume | None:
+    """The latest checkpoint of a run, if it has one."""
+    checkpoint = Checkpointer(run_dir, 0, 1).latest()
+    if checkpoint is None:
+        return None
+    weights, state = load_checkpoint(checkpoint)
+    return Resume(weights, state, load_best(run_dir))
+
+
 def _start_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> Resume | None:
     """Create (or, resuming, reopen) the run directory; return what to resume from."""
-    if resume:
-        checkpoint = Checkpointer(run_dir, 0, 1).latest()
-        if checkpoint is not None:
-            weights, state = load_checkpoint(checkpoint)
-            metrics = run_dir / "metrics.jsonl"
-            if metrics.exists():  # drop lines logged after the checkpoint: they are replayed
-                with metrics.open("r+b") as f:
-                    f.truncate(state["metrics_bytes"])
-            return Resume(weights, state, load_best(run_dir))
+    point = _resume_point(run_dir) if resume else None
+    if point is not None:
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.exists():  # drop lines logged after the checkpoint: they are replayed
+            with metrics.open("r+b") as f:
+                f.truncate(point.state["metrics_bytes"])
+        return point
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a failed or overwritten run, or nothing to resume: start clean
     run_dir.mkdir(parents=True)
@@ -180,13 +210,23 @@ def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> dict[
     With `resume`, continue the run directory's latest checkpoint exactly (a run with no
     checkpoint yet starts over with the same config).
     """
+    place, device_name = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, place, device_name, quiet=quiet, resume=resume)
+    finally:
+        distributed.teardown()
+
+
+def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
+           resume: bool) -> dict[str, Any]:
+    quiet = quiet or not place.is_main  # one voice: only the main process talks and writes
     console = Console(stderr=True, quiet=quiet)
     strategy = STRATEGIES.get(cfg.strategy.name)  # fail fast on a bad name
     run_dir = run_dir_of(cfg)
     if is_finished(run_dir) and (resume or not cfg.output.overwrite):
         raise WarmstartError(f"{run_dir} already holds a finished run; pass --overwrite "
                              "(or output.overwrite=true) or choose output.name")
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(device_name)
     precision = resolve_precision(cfg.train.precision, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -207,25 +247,35 @@ def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> dict[
     penalty = make_penalty(plan, adapter.head, cfg.regularize)
 
     # Everything the user could get wrong has been checked: now the run directory.
-    resume_from = _start_run_dir(cfg, run_dir, resume)
+    if place.is_main:
+        resume_from = _start_run_dir(cfg, run_dir, resume)
+    distributed.barrier(place)  # the run directory is ready (and truncated on resume)
+    if not place.is_main:
+        resume_from = _resume_point(run_dir) if resume else None
+    accumulate = accumulation_for(cfg, place, resume_from)
     console.print(f"[bold]warmstart {warmstart.__version__}[/] -> {run_dir}"
                   + (f" (resuming at step {resume_from.state['loop']['step']})"
                      if resume_from else ""))
     console.print(dump_config(cfg), highlight=False, markup=False)
 
-    train_b = batches_for(adapter, data.train, cfg, train=True)
-    val_b = batches_for(adapter, data.validation, cfg, train=False)
-    test_b = batches_for(adapter, data.test, cfg, train=False) if len(data.test) else None
+    train_b = batches_for(adapter, data.train, cfg, train=True, place=place,
+                          accumulate=accumulate)
+    val_b = batches_for(adapter, data.validation, cfg, train=False, place=place)
+    test_b = (batches_for(adapter, data.test, cfg, train=False, place=place)
+              if len(data.test) else None)
     trainable, total = count_params(model)
     console.print(
         f"data {data.source}: {len(data.train)} train / {len(data.validation)} val / "
         f"{len(data.test)} test, {len(data.label_names)} classes | strategy {cfg.strategy.name}: "
         f"{plan.notes} | trainable {trainable:,} of {total:,} ({trainable / total:.1%}) | "
-        f"batch {cfg.train.batch_size} x {cfg.train.accumulate} | {device} {precision}"
+        f"global batch {train_b.step_size} = {cfg.train.batch_size} x {accumulate} accumulated "
+        f"x {place.world} processes | {device} {precision}"
     )
 
-    observers: list[Any] = [MetricsLog(run_dir / "metrics.jsonl", cfg.log.every),
-                            *log_sinks(cfg.log.to, run_dir, cfg)]
+    observers: list[Any] = []
+    if place.is_main:
+        observers += [MetricsLog(run_dir / "metrics.jsonl", cfg.log.every),
+                      *log_sinks(cfg.log.to, run_dir, cfg)]
     if not (quiet or cfg.log.quiet):
         observers.append(ProgressDisplay(console))
     trained, fit_train, fit_val = model, train_b, val_b
@@ -240,13 +290,15 @@ def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> dict[
                  label_smoothing=cfg.regularize.label_smoothing, class_weights=weights,
                  precision=precision, resume=resume_from,
                  checkpointer=Checkpointer(run_dir, cfg.checkpoint.every_steps,
-                                           cfg.checkpoint.keep_last))
+                                           cfg.checkpoint.keep_last, write=place.is_main))
     lrs = group_lrs(result.optimizer, lr)
 
     trained.load_state_dict(result.best_state)  # report and save the best epoch, not the last
     val_metrics = evaluate(model, val_b, device, data.label_names, full=True)
     test_metrics = (evaluate(model, test_b, device, data.label_names, full=True)
                     if test_b is not None else {})
+    if not place.is_main:
+        return {}
     if cfg.output.save_model:
         tmp = atomic_dir(run_dir / "model")
         adapter.save(tmp, data.label_names)
@@ -261,6 +313,9 @@ def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> dict[
         "best_epoch": result.best_epoch, "epochs": len(result.history),
         "stopped_early": result.stopped_early, "steps": result.steps,
         "validation": val_metrics, "test": test_metrics,
+        "train": {"accuracy": result.history[result.best_epoch - 1].get("train_accuracy"),
+                  "loss": result.history[result.best_epoch - 1]["train_loss"],
+                  "note": "running values over the best epoch's training batches"},
         "final_epoch": result.history[-1],
         "history": result.history,
         "params": {"trainable": trainable, "total": total, "fraction": trainable / total},
@@ -269,7 +324,8 @@ def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> dict[
         "wall_seconds": time.perf_counter() - started,
         "samples_per_second": result.train_samples / max(result.train_seconds, 1e-9),
         "peak_memory_mb": peak_memory_mb(device),
-        "device": str(device), "precision": precision, "threads": torch.get_num_threads(),
+        "device": str(device), "precision": precision, "processes": place.world,
+        "global_batch": train_b.step_size, "threads": torch.get_num_threads(),
         "seed": cfg.train.seed,
         "versions": {"warmstart": warmstart.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},

@@ -1,0 +1,106 @@
+"""Data parallelism with real `torchrun` processes on CPU (gloo, loopback only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from conftest import make_rows, write_csv
+from safetensors.torch import load_file
+
+TESTS = Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": str(TESTS), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _cmd(nproc: int, args: list[str]) -> list[str]:
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 f"--nproc_per_node={nproc}", "-m", "warmstart"] if nproc > 1
+                else [sys.executable, "-m", "warmstart"])
+    return [*launcher, "train", "--quiet", "train.threads=1", *args]
+
+
+def _run(nproc: int, args: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(_cmd(nproc, args), env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def text_data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    return write_csv(tmp / "toy.csv", make_rows(n_per_class=22)), tmp
+
+
+def test_two_processes_match_one_with_the_same_global_batch(text_data):
+    data, tmp = text_data
+    common = ["model.name=tiny-bert", "model.dropout=0", f"data.name={data}", "train.epochs=2",
+              "optim.lr=1e-2", f"output.dir={tmp}"]
+    _run(1, [*common, "train.batch_size=4", "train.accumulate=2", "output.name=one"])
+    _run(2, [*common, "train.batch_size=4", "output.name=two"])
+    one, two = _weights(tmp / "one"), _weights(tmp / "two")
+    assert one.keys() == two.keys()
+    worst = max((one[k] - two[k]).abs().max().item() for k in one)
+    assert worst < 1e-5, worst
+    s1 = json.loads((tmp / "one" / "summary.json").read_text())
+    s2 = json.loads((tmp / "two" / "summary.json").read_text())
+    assert (s1["global_batch"], s2["global_batch"]) == (8, 8)
+    assert (s1["processes"], s2["processes"]) == (1, 2)
+    assert s2["history"][-1]["train_loss"] == pytest.approx(s1["history"][-1]["train_loss"],
+                                                            abs=1e-5)
+
+
+def test_only_rank_zero_writes(text_data):
+    _, tmp = text_data
+    run = tmp / "two"
+    names = sorted(p.name for p in run.iterdir())
+    assert names == ["checkpoints", "config.yaml", "environment.json", "metrics.jsonl",
+                     "model", "summary.json"]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["kind"] == "step"]
+    assert steps == sorted(set(steps))  # each step logged once, by one process
+    assert len([r for r in rows if r["kind"] == "epoch"]) == 2
+
+
+SLOW = ["model.name=factories:slow_cnn", "model.dropout=0", "data.name=digits",
+        "data.limit=128", "model.image_size=16", "train.epochs=2", "train.batch_size=8",
+        "optim.lr=3e-3", "checkpoint.every_steps=2", "checkpoint.keep_last=20"]
+
+
+def test_killed_on_two_processes_resumed_on_one(tmp_path):
+    _run(2, [*SLOW, f"output.dir={tmp_path}", "output.name=ref"])
+    victim = subprocess.Popen(_cmd(2, [*SLOW, f"output.dir={tmp_path}", "output.name=run"]),
+                              env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000010" / "state.pt"  # epoch 2 of 2
+    deadline = time.time() + 300
+    while time.time() < deadline and not ckpt.exists() and victim.poll() is None:
+        time.sleep(0.05)
+    # torchrun starts its workers in sessions of their own: kill the whole tree at once.
+    tree = psutil.Process(victim.pid)
+    for proc in [tree, *tree.children(recursive=True)]:
+        proc.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert ckpt.exists() and not (tmp_path / "run" / "summary.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "warmstart", "train", "--quiet",
+                              "--resume", str(tmp_path / "run")],
+                             env=ENV, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ref = json.loads((tmp_path / "ref" / "summary.json").read_text())
+    run = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert run["processes"] == 1 and run["global_batch"] == ref["global_batch"] == 16
+    for a, b in zip(ref["history"], run["history"]):
+        assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-4)
+        assert b["val_accuracy"] == pytest.approx(a["val_accuracy"], abs=1e-6)
+    assert run["test"]["accuracy"] == pytest.approx(ref["test"]["accuracy"], abs=1e-6)
