@@ -81,14 +81,8 @@ def read_table(
     path = Path(path)
     name = repr(str(path))
     df = _read_frame(path)
-    for column, key in ((text_column, "data.text_column"), (label_column, "data.label_column")):
-        if column not in df.columns:
-            have = [str(c) for c in df.columns]
-            raise WarmstartError(
-                f"data file {name} has no column {column!r} (its columns: "
-                f"{', '.join(map(repr, have)) or 'none'}){did_you_mean(column, have)}; "
-                f"set {key} to the right one"
-            )
+    _require_column(df, path, text_column, "data.text_column")
+    _require_column(df, path, label_column, "data.label_column")
     if len(df) == 0:
         raise WarmstartError(f"data file {name} has a header but no rows; add examples to it")
     texts = [_as_str(v) for v in df[text_column].tolist()]
@@ -107,6 +101,12 @@ def read_column(path: str | Path, column: str, key: str = "--column") -> list[st
     """The non-blank values of one column (the inputs to predict), in file order."""
     path = Path(path)
     df = _read_frame(path)
+    _require_column(df, path, column, key)
+    return [v for v in map(_as_str, df[column].tolist()) if v]
+
+
+def _require_column(df: pd.DataFrame, path: Path, column: str, key: str) -> None:
+    """A one-line error naming the file, the missing column, the columns it has and `key`."""
     if column not in df.columns:
         have = [str(c) for c in df.columns]
         raise WarmstartError(
@@ -114,7 +114,6 @@ def read_column(path: str | Path, column: str, key: str = "--column") -> list[st
             f"{', '.join(map(repr, have)) or 'none'}){did_you_mean(column, have)}; "
             f"set {key} to the right one"
         )
-    return [v for v in map(_as_str, df[column].tolist()) if v]
 
 
 def read_image_folder(path: str | Path) -> tuple[list[str], list[str]]:
