@@ -1,0 +1,20 @@
+"""Fine-tuning strategies, one file each; importing this package registers them all."""
+
+from warmstart.strategies import (  # noqa: F401  (each import registers its strategy)
+    bitfit,
+    discriminative,
+    encoder,
+    features,
+    full,
+    gradual,
+    head,
+    ia3,
+    llrd,
+    lora,
+    lpft,
+    norm,
+    partial,
+)
+from warmstart.strategies.base import STRATEGIES, ParamGroup, Plan, train_mode
+
+__all__ = ["STRATEGIES", "ParamGroup", "Plan", "train_mode"]

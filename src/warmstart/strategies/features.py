@@ -1,0 +1,103 @@
+"""`features`: frozen pretrained features, a classifier fitted on them.
+
+The backbone is frozen for the whole run, so the run computes each example's features (the
+classifier's input) once and fits only the classifier on them (`Plan.cache_head_inputs`).
+`strategy.classifier` picks how:
+
+- `torch`: the head trains with the usual loop (AdamW, the schedule, early selection by
+  validation metric) on the cached features; several epochs cost little more than one.
+- `sklearn`: scikit-learn's `LogisticRegression` is fitted in closed form (`Plan.solve`) and
+  its coefficients are copied into the head, which must be a single `nn.Linear`. No learning
+  rate or epoch count to tune; the L2 strength is `C` below.
+
+Either way the trained head stays inside the full model, so it predicts from raw inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from warmstart.config import StrategyConfig
+from warmstart.data.batches import Batches
+from warmstart.errors import WarmstartError
+from warmstart.models.base import Adapter
+from warmstart.strategies._select import groups_of, ids, mark_trainable
+from warmstart.strategies.base import STRATEGIES, Plan
+
+# Inverse L2 strength. scikit-learn's default; on standardised features (see `fit_linear`)
+# it is a mild penalty, right for the few-thousand-example sets this tool targets.
+C = 1.0
+MAX_ITER = 1000  # lbfgs needs more than sklearn's 100 on a few hundred feature dimensions
+# Logit of a class with no training example: never predicted, and finite so losses stay finite.
+ABSENT_LOGIT = -1e4
+
+
+@STRATEGIES.register("features", "frozen features; head fitted by the loop or by sklearn "
+                                 "(strategy.classifier)")
+def features(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+    """Freeze everything but the classifier; cache its inputs; fit it by torch or sklearn.
+
+    Raises:
+        WarmstartError: `strategy.classifier=sklearn` and the head is not one nn.Linear.
+    """
+    head = adapter.head
+    # The classifier alone trains, even when the head group holds more new modules (they
+    # become part of the frozen feature extractor): the cache needs exactly that.
+    chosen = ids(head.parameters())
+    mark_trainable(adapter, chosen)
+    plan = Plan(groups_of(adapter, chosen), cache_head_inputs=True,
+                notes=f"frozen features, head fitted by {cfg.classifier}")
+    if cfg.classifier == "sklearn":
+        if not isinstance(head, nn.Linear):
+            raise WarmstartError(
+                f"strategy.classifier=sklearn copies a logistic regression into the head, but "
+                f"this model's head is a {type(head).__name__}, not an nn.Linear; use "
+                "strategy.classifier=torch"
+            )
+        plan.solve = lambda batches, device: fit_linear(head, batches)
+    return plan
+
+
+def gather(batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (cached) features and labels of `batches` as two tensors.
+
+    Collated in one go from every example, not through `batches.epoch`, which under data
+    parallelism yields only this process's share: every process then fits the same model.
+    """
+    x = batches.collate(list(batches.encoded))["features"]
+    return x.float().cpu(), batches.labels.cpu()
+
+
+@torch.no_grad()
+def fit_linear(head: nn.Linear, batches: Batches) -> None:
+    """Fit a logistic regression on the cached features and copy it into `head`.
+
+    Features are standardised for the fit (lbfgs converges far faster and `C` means the same
+    for every backbone), then the scaling is folded back into the weights, so the head reads
+    raw features: `w' = w / s`, `b' = b - w' . m` for feature means `m` and scales `s`.
+    """
+    from sklearn.linear_model import LogisticRegression  # heavy import, only when used
+
+    x, y = gather(batches)
+    has_bias = head.bias is not None
+    # Without a bias in the head there is nowhere to fold a mean shift into: scale only.
+    mean = x.mean(0) if has_bias else torch.zeros(x.shape[1])
+    scale = x.std(0)
+    scale[scale == 0] = 1.0  # a constant feature carries nothing; leave it unscaled
+    clf = LogisticRegression(C=C, max_iter=MAX_ITER, fit_intercept=has_bias)
+    clf.fit(((x - mean) / scale).numpy(), y.numpy())
+    coef = torch.as_tensor(clf.coef_, dtype=torch.float32) / scale
+    bias = torch.as_tensor(clf.intercept_, dtype=torch.float32).reshape(-1) - coef @ mean
+    classes = torch.as_tensor(clf.classes_, dtype=torch.long)
+    if len(classes) == 2:
+        # sklearn's binary model is one row, the log-odds of classes_[1]; as softmax logits
+        # that is (0, w.x + b): softmax of the pair is exactly the sigmoid of w.x + b.
+        coef = torch.cat([torch.zeros_like(coef), coef])
+        bias = torch.cat([torch.zeros_like(bias), bias])
+    weight = torch.zeros(head.weight.shape)  # on the CPU, like the fit; copy_ moves it
+    full_bias = torch.full((head.out_features,), ABSENT_LOGIT)
+    weight[classes], full_bias[classes] = coef, bias
+    head.weight.copy_(weight)
+    if has_bias:
+        head.bias.copy_(full_bias)
