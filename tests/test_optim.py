@@ -12,7 +12,7 @@ from warmstart.strategies.base import ParamGroup
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():
-    f = linear_schedule(total_steps=100, warmup=10)
+    f = linear_schedule(100, 10, OptimConfig())
     assert f(0) == pytest.approx(0.1)
     assert f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0)

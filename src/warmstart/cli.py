@@ -2,8 +2,11 @@
 
     warmstart train [-c run.yaml] [key.sub=value ...] [--overwrite] [--quiet]
     warmstart train --resume RUN
+    warmstart compare [-c base.yaml] [key.sub=value ...] [--strategies head,partial:k=2,...]
+                      [--seeds N|a,b,...] [--name NAME] [--overwrite] [--quiet]
     warmstart evaluate RUN --data file.csv [--output metrics.json]
     warmstart predict RUN (--text "..." ... | --input file.csv) [--output out.csv|out.json]
+    warmstart export RUN OUT [--merge]
     warmstart ls [models|datasets|strategies]
 
 A mistake the user can make ends with one line on stderr and exit status 2; anything else is
@@ -99,6 +102,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from warmstart.export import export
+
+    out = export(args.run, args.out, merge=args.merge)
+    print(f"{'merged model' if args.merge else 'model'} of {args.run} written to {out}")
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from warmstart.data import DATASETS
     from warmstart.models import MODELS
@@ -110,6 +121,31 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{kind}:")
         for entry in registries[kind]:
             print(f"{'  ' if not args.what else ''}{entry.name:<20} {entry.description}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from warmstart.compare import (
+        DEMO_OVERRIDES,
+        compare,
+        registered_demo_strategies,
+        split_specs,
+    )
+
+    # No config and no overrides: the demo settings (sized to finish in minutes on a CPU).
+    demo = not (args.config or args.overrides)
+    if not (demo or args.strategies):
+        raise WarmstartError("with -c or key=value overrides, say what to compare: "
+                             "--strategies head,partial:k=2,full (`warmstart compare` alone "
+                             "runs the demo)")
+    overrides = DEMO_OVERRIDES if demo else list(args.overrides)
+    strategies = (split_specs(args.strategies) if args.strategies
+                  else registered_demo_strategies(Console(stderr=True, quiet=args.quiet)))
+    compare(args.config, overrides, strategies, args.seeds,
+            name=args.name or ("demo" if demo else None), overwrite=args.overwrite,
+            quiet=args.quiet)
     return 0
 
 
@@ -152,6 +188,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here (.csv/.tsv or .json lines); default: stdout JSON")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("compare", help="compare strategies on the same data and seeds, with a "
+                       "report (no arguments: a demo, minilm-l6 on bbc-news)")
+    p.add_argument("-c", "--config", help="base YAML config shared by every run")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    p.add_argument("--strategies", help="comma-separated specs name[:key=value]... (e.g. "
+                   "full,partial:k=2,llrd:decay=0.9,head:optim.lr=3e-2); needed with -c or "
+                   "overrides; the demo runs head, partial:k=2, full and lora")
+    p.add_argument("--seeds", default="1", help="how many seeds (from train.seed on), or a "
+                   "comma-separated list of seeds (default: 1)")
+    p.add_argument("--name", help="folder <output.dir>/compare-NAME (default: output.name, "
+                   "else <model>-<data>; the demo: demo)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo finished runs too (default: reuse them)")
+    p.add_argument("--quiet", action="store_true", help="print only the final table")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="copy a finished run's model to a folder, adapters "
+                       "merged into the base weights with --merge")
+    p.add_argument("run", help="run directory")
+    p.add_argument("out", help="new folder to write the model to")
+    p.add_argument("--merge", action="store_true",
+                   help="lora/ia3 runs: fold the adapters into the weights (a plain model)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("ls", help="list built-in models, datasets and strategies")
     p.add_argument("what", nargs="?", choices=["models", "datasets", "strategies"])
     p.set_defaults(func=cmd_ls)
@@ -165,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     # (`warmstart train --quiet optim.lr=3e-5`), which plain argparse positionals refuse.
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
-    if stray or (extra and args.command != "train"):
+    if stray or (extra and args.command not in ("train", "compare")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]

@@ -75,11 +75,19 @@ def _load_hf(directory: Path, meta: dict[str, Any]) -> Adapter:
     return hf_text.load_hf_text(directory, meta)
 
 
+def _load_peft(directory: Path, meta: dict[str, Any]) -> Adapter:
+    # Imported here, not at the top: the strategies package imports this one.
+    from warmstart.strategies._peft import load_peft
+
+    return load_peft(directory, meta)
+
+
 # How each `source` in warmstart_model.json is restored.
 LOADERS: dict[str, Callable[[Path, dict[str, Any]], Adapter]] = {
     "hf": _load_hf,
     efficientnet.ARCH: efficientnet.load_efficientnet,
     "custom": custom.load_custom,
+    "peft": _load_peft,  # lora/ia3 runs: adapters and head over a rebuilt base model
 }
 
 
