@@ -66,8 +66,8 @@ def test_only_rank_zero_writes(text_data):
     _, tmp = text_data
     run = tmp / "two"
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["checkpoints", "config.yaml", "environment.json", "metrics.jsonl",
-                     "model", "summary.json"]
+    assert names == ["README.md", "checkpoints", "config.yaml", "environment.json",
+                     "metrics.jsonl", "model", "summary.json"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "step"]
     assert steps == sorted(set(steps))  # each step logged once, by one process

@@ -59,6 +59,8 @@ def test_run_directory_layout(golden):
     assert len(epochs) == 4 and len(steps) == s["steps"]
     assert json.loads((run / "summary.json").read_text())["test"] == s["test"]
     assert (run / "model" / "config.json").is_file()  # Hugging Face layout
+    card = (run / "README.md").read_text()
+    assert "tiny-bert" in card and f"{s['test']['accuracy']:.4f}"[:4] in card
     assert any(p.suffix == ".safetensors" for p in (run / "model").iterdir())
 
 

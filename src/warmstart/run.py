@@ -50,6 +50,7 @@ from warmstart.models import build_model
 from warmstart.models.base import Adapter
 from warmstart.optim import group_lrs
 from warmstart.regularize import make_penalty
+from warmstart.report.card import write_model_card
 from warmstart.strategies import STRATEGIES
 
 log = logging.getLogger("warmstart")
@@ -330,6 +331,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         "versions": {"warmstart": warmstart.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     }
+    write_model_card(run_dir, summary, cfg)
     atomic_write_json(run_dir / SUMMARY, summary)  # last: marks the run finished
     print_summary(summary, Console(quiet=quiet))
     return summary
