@@ -1,0 +1,131 @@
+"""Every report file of a comparison, from its runs' summaries: results.csv, report.md, report.html.
+
+The terminal gets the same table. Files are written atomically, so a comparison interrupted
+while reporting never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from warmstart.checkpoint import atomic_write_text
+from warmstart.config import RunConfig
+from warmstart.report import charts
+from warmstart.report.html import Chart, page, results_table
+from warmstart.report.table import (
+    LEGEND,
+    Row,
+    Summary,
+    best_of,
+    csv_text,
+    markdown_table,
+    rich_table,
+    summarize,
+)
+
+Groups = dict[str, list[tuple[str, Summary]]]  # strategy -> [(run name, summary), ...]
+
+
+def best_strategy(rows: list[Row]) -> Row:
+    """Highest mean test accuracy, ties broken by macro-F1 (NaN counts as worst)."""
+    def key(r: Row) -> tuple[float, float]:
+        acc, f1 = r.mean["test_accuracy"], r.mean["test_f1_macro"]
+        return (-math.inf if math.isnan(acc) else acc, -math.inf if math.isnan(f1) else f1)
+    return max(rows, key=key)
+
+
+def context_of(groups: Groups, cfg: RunConfig) -> dict[str, str]:
+    """What was compared, for the top of the reports."""
+    first = next(iter(groups.values()))[0][1]
+    seeds = sorted({s["seed"] for runs in groups.values() for _, s in runs})
+    ex = first["examples"]
+    return {
+        "base model": cfg.model.name,
+        "data": f"{first['data']} ({ex['train']} train / {ex['validation']} validation / "
+                f"{ex['test']} test, {len(first['labels'])} classes)",
+        "strategies": ", ".join(groups),
+        "seeds": ", ".join(map(str, seeds)),
+        "training": f"{cfg.train.epochs} epoch(s) max, batch {cfg.train.batch_size}, "
+                    f"{cfg.optim.schedule} schedule, best epoch by validation "
+                    f"{cfg.train.metric}",
+        "hardware": f"{first['device']} ({first['precision']}, {first['threads']} threads)",
+        "written": datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _step_rows(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [r for r in rows if r.get("kind") == "step"]
+
+
+def make_charts(out: Path, groups: Groups, rows: list[Row], metric: str) -> list[Chart]:
+    """Learning curves, quality vs trainable parameters and vs time, best confusion matrix."""
+    train_loss = {k: [charts.step_curve(s, _step_rows(out / n)) for n, s in runs]
+                  for k, runs in groups.items()}
+    validation = {k: [charts.validation_curve(s, metric) for _, s in runs]
+                  for k, runs in groups.items()}
+    best = best_strategy(rows)
+    split = "test" if all(s.get("test") for _, s in groups[best.strategy]) else "validation"
+    runs = groups[best.strategy]
+    matrix = [[sum(cells) for cells in zip(*rows_)]  # summed over seeds, cell by cell
+              for rows_ in zip(*[s[split]["confusion_matrix"] for _, s in runs])]
+    labels = runs[0][1]["labels"]
+    spec = [
+        ("learning-curves", "Learning curves",
+         charts.learning_curves(train_loss, validation, metric),
+         f"Training loss as logged during training, and validation {metric} at each epoch "
+         "end; mean over seeds."),
+        ("quality-vs-params", "Quality vs trainable parameters",
+         charts.quality_vs(rows, "trainable_params", "trainable parameters", log_x=True),
+         "Mean test accuracy against trainable parameters (log scale); bars: spread over "
+         "seeds."),
+        ("quality-vs-time", "Quality vs training time",
+         charts.quality_vs(rows, "train_seconds", "training time (s)", log_x=False),
+         "Mean test accuracy against training time; bars: spread over seeds."),
+        ("confusion-matrix", f"Confusion matrix of the best strategy: {best.strategy}",
+         charts.confusion(matrix, labels, f"{best.strategy} ({split}, {len(runs)} seed(s))"),
+         f"{split.capitalize()} predictions of {best.strategy} (highest mean test accuracy), "
+         "counts summed over seeds; colour: share of the true class."),
+    ]
+    return [Chart(id_, title, caption, charts.png_base64(fig))
+            for id_, title, fig, caption in spec]
+
+
+def write_reports(out: Path, groups: Groups, cfg: RunConfig, console: Console) -> list[Row]:
+    """Write results.csv, report.md and report.html into `out`; print the table.
+
+    Args:
+        out: the comparison folder (run directories are `out / run name`).
+        groups: {strategy spec: [(run name, summary), ...]} in display order.
+        cfg: the config of one of the runs (everything but strategy and seed is shared).
+        console: where the table is printed.
+
+    Returns:
+        The table's rows.
+    """
+    rows = summarize(groups)
+    best = best_of(rows)
+    context = context_of(groups, cfg)
+    title = f"warmstart compare: {out.name.removeprefix('compare-')}"
+
+    atomic_write_text(out / "results.csv", csv_text(rows, best))
+    facts = "\n".join(f"- **{k}**: {v}" for k, v in context.items())
+    atomic_write_text(out / "report.md", f"# {title}\n\n{facts}\n\n"
+                      f"{markdown_table(rows, best)}\n\n{LEGEND}\n\n"
+                      "Charts and per-class results: report.html and each run's README.md.\n")
+    figures = make_charts(out, groups, rows, cfg.train.metric)
+    atomic_write_text(out / "report.html",
+                      page(title, context, results_table(rows, best), figures))
+    console.print(rich_table(rows, best, title))
+    console.print(f"written: {out / 'results.csv'}, {out / 'report.md'}, {out / 'report.html'}",
+                  highlight=False)
+    return rows

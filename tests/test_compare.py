@@ -1,0 +1,149 @@
+"""`warmstart compare`: spec parsing, bad input, and one real comparison that is killed after
+its first run and resumed (tiny-bert on a 36-row CSV, one epoch per run)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_rows, write_csv
+from rich.console import Console
+from test_report import assert_report_ok, check_table_against_summaries, needs_chromium
+
+from warmstart import compare
+from warmstart.cli import main
+from warmstart.compare import DEMO_STRATEGIES, parse_seeds, parse_spec, split_specs
+from warmstart.errors import WarmstartError
+
+TINY = ["model.name=tiny-bert", "train.epochs=1", "train.batch_size=8", "optim.lr=1e-3"]
+
+
+def test_parse_spec():
+    spec = parse_spec("partial:k=2")
+    assert (spec.name, spec.overrides, spec.slug) == ("partial", ("strategy.k=2",), "partial-k2")
+    spec = parse_spec("llrd:decay=0.9:optim.lr=1e-4")
+    assert spec.overrides == ("strategy.decay=0.9", "optim.lr=1e-4")
+    assert spec.slug == "llrd-decay0.9-lr1e-4"
+    assert parse_spec("partial:groups=[1,2]").slug == "partial-groups_1_2"
+    assert split_specs("full, partial:groups=[1,2],head") == ["full", "partial:groups=[1,2]",
+                                                             "head"]
+    assert parse_seeds("3", 5) == [5, 6, 7] and parse_seeds("0,4", 5) == [0, 4]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("partial:kk=2", "did you mean 'k'"),
+    ("head:data.limit=5", "must be the same for every strategy"),
+    ("head:optim.lrr=1", "did you mean 'optim.lr'"),
+    ("partial:k", "key=value"),
+])
+def test_bad_spec(text, expected):
+    with pytest.raises(WarmstartError, match=expected):
+        parse_spec(text)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--strategies", "ful,head"], "did you mean 'full'"),
+    (["--strategies", "partial:k=two"], "strategy.k"),
+    (["--strategies", "head,head"], "twice"),
+    (["--strategies", "head", "--seeds", "0"], "--seeds"),
+    ([], "say what to compare: --strategies"),
+])
+def test_bad_compare_is_one_line(tmp_path, capsys, args, expected):
+    code = main(["compare", *TINY, f"output.dir={tmp_path}", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("warmstart: error: ") and "\n" not in err
+    assert expected in err
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+def test_demo_keeps_lora_listed():
+    assert {"head", "partial", "full", "lora"} <= {s.split(":")[0] for s in DEMO_STRATEGIES}
+
+
+def test_demo_skips_unregistered_strategies(monkeypatch):
+    monkeypatch.setattr(compare, "DEMO_STRATEGIES", ["full", "nosuch:r=4"])
+    console = Console(file=io.StringIO(), width=200)
+    assert compare.registered_demo_strategies(console) == ["full"]
+    assert "'nosuch' is not registered" in console.file.getvalue()
+
+
+# --------------------------------------------------------------------------- a real comparison
+
+def _compare_args(tmp_path: Path, data: Path) -> list[str]:
+    return ["compare", *TINY, f"data.name={data}", f"output.dir={tmp_path / 'runs'}",
+            "--strategies", "head,partial:k=1", "--name", "t"]
+
+
+def _kill_after_first_run(tmp_path: Path, args: list[str], first: Path) -> None:
+    """Start `warmstart compare` and kill it (and the training it started) once `first` exists.
+
+    The comparison gets its own process group, so one killpg ends it and its child run.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "warmstart", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while not first.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"compare ended early: {proc.stdout.read().decode()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the first run did not finish within 240 s")
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """Run compare, kill it after the first run finishes, run it again; return what we saw."""
+    tmp_path = tmp_path_factory.mktemp("compare")
+    data = write_csv(tmp_path / "toy.csv", make_rows())
+    out = tmp_path / "runs" / "compare-t"
+    first = out / "head-seed0" / "summary.json"
+    args = _compare_args(tmp_path, data)
+    _kill_after_first_run(tmp_path, args, first)
+    assert not (out / "results.csv").exists()
+    before = (first.stat().st_mtime_ns, first.read_bytes())
+    code = main(args)
+    assert code == 0
+    return out, before
+
+
+def test_resume_runs_only_the_rest(killed_and_resumed):
+    out, (mtime, content) = killed_and_resumed
+    first = out / "head-seed0" / "summary.json"
+    assert (first.stat().st_mtime_ns, first.read_bytes()) == (mtime, content)
+    assert (out / "partial-k1-seed0" / "summary.json").is_file()
+    assert (out / "logs" / "partial-k1-seed0.log").is_file()
+    for name in ("results.csv", "report.md", "report.html"):
+        assert (out / name).is_file()
+
+
+def test_table_matches_run_summaries(killed_and_resumed):
+    out, _ = killed_and_resumed
+    check_table_against_summaries(out)
+    md = (out / "report.md").read_text()
+    summary = json.loads((out / "partial-k1-seed0" / "summary.json").read_text())
+    assert f"{summary['test']['accuracy']:.4f}" in md
+
+
+def test_every_run_has_a_model_card(killed_and_resumed):
+    out, _ = killed_and_resumed
+    for run in ("head-seed0", "partial-k1-seed0"):
+        card = (out / run / "README.md").read_text()
+        assert "tiny-bert" in card and "## Limitations" in card and "| food |" in card
+
+
+@needs_chromium
+def test_real_report_in_chromium(killed_and_resumed, tmp_path):
+    out, _ = killed_and_resumed
+    assert_report_ok(out / "report.html", tmp_path, "report-compare.png")
