@@ -187,6 +187,13 @@ def plan_runs(config: str | None, overrides: list[str], specs: list[StrategySpec
     from warmstart.strategies import STRATEGIES
 
     base = [*(["-c", config] if config else []), *overrides]
+    # One split for every strategy and seed: the spread over seeds is then the training's
+    # own (initialisation, order, dropout), not the luck of the split.
+    base_cfg = load_config(config, overrides)
+    split = (base_cfg.data.split_seed if base_cfg.data.split_seed is not None
+             else base_cfg.train.seed)
+    base = [*base, f"data.split_seed={split}"]
+    overrides = [*overrides, f"data.split_seed={split}"]
     runs = []
     for seed in seeds:
         for spec in specs:

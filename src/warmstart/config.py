@@ -78,6 +78,10 @@ class DataConfig:
     limit: int | None = _f(
         None, "use at most this many training examples (stratified); null = all"
     )
+    split_seed: int | None = _f(
+        None, "seed of the train/validation/test split; null = train.seed (set it to keep one "
+        "split while varying train.seed, as `warmstart compare --seeds` does)"
+    )
 
 
 @dataclass
