@@ -45,3 +45,13 @@ def nan_cnn() -> nn.Module:
     """A small CNN whose logits turn NaN at the 5th training step."""
     return nn.Sequential(OrderedDict(
         stem=nn.Sequential(*_body(), NanAfter(4)), head=nn.Linear(8, 10)))
+
+
+def slow_deep_cnn() -> nn.Module:
+    """Four layer groups (stem, block1, block2, head) and a slow forward: for staged runs."""
+    return nn.Sequential(OrderedDict(
+        stem=nn.Sequential(Sleep(), nn.Conv2d(3, 8, 3, 1, 1), nn.ReLU()),
+        block1=nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU()),
+        block2=nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten()),
+        head=nn.Linear(16, 10)))
