@@ -287,6 +287,10 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         f"global batch {train_b.step_size} = {cfg.train.batch_size} x {accumulate} accumulated "
         f"x {place.world} processes | {device} {precision}"
     )
+    console.print("peak lr per group: " + ", ".join(
+        f"{g.name} {lr * g.lr_scale:.2e}" for g in plan.groups)
+        + (" (discriminative scales follow after calibration)" if plan.calibrate else ""),
+        highlight=False)
 
     observers: list[Any] = []
     if place.is_main:
