@@ -120,7 +120,8 @@ def training_flops(case: Case, config: dict[str, Any], tokens: int, tokens_sq: i
         case: the setting (strategy and epochs decide what runs backward).
         config: the model's config.json.
         tokens, tokens_sq: sum of t and of t^2 over the training examples.
-        cached: the backbone ran once and only the head trained (warmstart's head/features).
+        cached: the frozen part ran once (warmstart's head/features: the backbone; partial:
+            the frozen bottom blocks).
     """
     n_block, d, layers = block_params(config), config["hidden_size"], config["num_hidden_layers"]
     forward = layers * (2 * n_block * tokens + 4 * d * tokens_sq)
@@ -128,6 +129,9 @@ def training_flops(case: Case, config: dict[str, Any], tokens: int, tokens_sq: i
     if case.strategy in ("head", "features"):
         return forward if cached else forward * case.epochs
     if case.strategy == "partial":
+        if cached:  # the frozen blocks run once; the top k run forward and backward per epoch
+            top = forward * case.k / layers + case.k * backward_per_block
+            return forward * (layers - case.k) / layers + top * case.epochs
         return (forward + case.k * backward_per_block) * case.epochs
     if case.strategy == "lora":  # input gradients through every block, weight gradients none
         return (forward + layers * (2 * n_block * tokens + 8 * d * tokens_sq)) * case.epochs

@@ -175,10 +175,10 @@ def run_warmstart(case: Case, variant: str | None = None) -> dict[str, Any]:
     `variant` names a what-if patch (`VARIANTS`) applied before training: evidence for a
     change proposed to warmstart's source, measured without editing it.
 
-    For strategies that cache the head's inputs (`head`, `features`) the backbone pass over
-    the training split runs before `fit`, outside `train_seconds`; the anchor's runtime holds
-    those forward passes, so here they are timed and added (the validation split's pass is
-    evaluation, which is left out on both sides).
+    Strategies that cache what stays frozen (`head`, `features`: the head's inputs;
+    `partial`: the frozen bottom blocks' output) compute it before `fit`; warmstart counts
+    the training split's pass in `train_seconds`, since the anchor does that work inside its
+    epochs (the validation split's pass is evaluation, left out on both sides).
     """
     import torch
 
@@ -190,27 +190,15 @@ def run_warmstart(case: Case, variant: str | None = None) -> dict[str, Any]:
         return {"skipped": f"strategy {case.strategy!r} is not registered"}
     if variant is not None:
         VARIANTS[variant]()
-    cache_seconds: list[float] = []
-    original = ws_run.cached_batches
-
-    def timed_cache(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        out = original(*args, **kwargs)
-        cache_seconds.append(time.perf_counter() - start)
-        return out
-
-    ws_run.cached_batches = timed_cache  # run.py caches the train split first, then validation
     with tempfile.TemporaryDirectory() as tmp:
         summary = ws_run.train(load_config(None, warmstart_overrides(case, Path(tmp))),
                                quiet=True)
-        train_cache = cache_seconds[0] if cache_seconds else 0.0
         rss = peak_rss_mb()  # before the split and token count below add their own
         texts = task_of(case, Path(tmp)).train.inputs
     tokens, tokens_sq = token_stats(texts, case.max_length)
-    seconds = summary["train_seconds"] + train_cache
     return {
-        "peak_rss_mb": rss, "train_seconds": seconds, "fit_seconds": summary["train_seconds"],
-        "cache_seconds": cache_seconds, "cached": bool(cache_seconds),
+        "peak_rss_mb": rss, "train_seconds": summary["train_seconds"],
+        "cache_seconds": summary["cache_seconds"], "cached": summary["cache_seconds"] > 0,
         "train_examples": summary["examples"]["train"],
         "samples": summary["examples"]["train"] * case.epochs,
         "tokens": tokens, "tokens_sq": tokens_sq,

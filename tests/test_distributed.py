@@ -44,20 +44,29 @@ def text_data(tmp_path_factory):
     return write_csv(tmp / "toy.csv", make_rows(n_per_class=22)), tmp
 
 
-def test_two_processes_match_one_with_the_same_global_batch(text_data):
+@pytest.mark.parametrize("strategy", [["strategy.name=full"],
+                                      ["strategy.name=partial", "strategy.k=1"]],
+                         ids=["full", "partial-cached"])
+def test_two_processes_match_one_with_the_same_global_batch(text_data, strategy):
+    """`partial` caches its frozen groups' output: each process records its shard once."""
     data, tmp = text_data
+    tmp = tmp / strategy[0].split("=")[1]
     common = ["model.name=tiny-bert", "model.dropout=0", f"data.name={data}", "train.epochs=2",
-              "optim.lr=1e-2", f"output.dir={tmp}"]
+              "optim.lr=1e-2", f"output.dir={tmp}", *strategy]
     _run(1, [*common, "train.batch_size=4", "train.accumulate=2", "output.name=one"])
     _run(2, [*common, "train.batch_size=4", "output.name=two"])
     one, two = _weights(tmp / "one"), _weights(tmp / "two")
     assert one.keys() == two.keys()
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
-    assert worst < 1e-5, worst
+    # The cache records examples in batches padded differently from the training batches, so
+    # the recorded activations differ from a live forward by float rounding (measured: 1.0e-5
+    # after training, against exactly 0 between 1 and 2 processes without the cache).
+    assert worst < (1e-5 if "full" in strategy[0] else 5e-5), worst
     s1 = json.loads((tmp / "one" / "summary.json").read_text())
     s2 = json.loads((tmp / "two" / "summary.json").read_text())
     assert (s1["global_batch"], s2["global_batch"]) == (8, 8)
     assert (s1["processes"], s2["processes"]) == (1, 2)
+    assert (s2["cache_seconds"] > 0) == ("partial" in strategy[0])
     assert s2["history"][-1]["train_loss"] == pytest.approx(s1["history"][-1]["train_loss"],
                                                             abs=1e-5)
 

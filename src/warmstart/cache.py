@@ -1,22 +1,50 @@
-"""Cached head inputs: run a frozen backbone once, then train the head on what it produced.
+"""Compute what frozen layers produce once, then train on it for every epoch.
 
-When a strategy freezes everything below the head for the whole run (`features`, `head`),
-every epoch would recompute the same backbone outputs. Instead a forward pre-hook on the head
-records the head's input for each example once; the head then trains on those tensors for
-all epochs. The frozen backbone runs in eval mode (no dropout), so its output is
-deterministic and caching changes nothing but the time. The trained head stays inside the
-full model, which still predicts from raw inputs.
+Two caches, one mechanism (a hook records a module's tensors on one pass of the data):
+
+- **head inputs**: a strategy that freezes everything below the classifier for the whole run
+  (`features`, `head`) records the classifier's input per example; the classifier then
+  trains alone on those vectors (`HeadOnly`).
+- **frozen prefix**: a strategy that freezes the bottom layer groups for the whole run
+  (`partial`: top k trainable) records the output of the last frozen group per example (for
+  text: one vector per real token); during training the frozen groups do not run at all,
+  their recorded output is replayed (`Replay`), and only the trainable top runs forward and
+  backward. Its cost per epoch is that of the top alone.
+
+Both are exact because the frozen part runs in eval mode (no dropout) with fixed weights:
+its output is a pure function of the input, so caching changes the time, not the result
+(up to float rounding: the recording pass pads its batches to other lengths than training
+batches do, which moves attention sums in the last bits).
+For the same reason `fit` keeps a frozen prefix in eval mode when it is *not* cached
+(`Plan.eval_modules`), so `train.cache=false` trains the very same model. A replayed model
+is checked against the real one on a first batch; where anything differs (a model whose
+glue code between groups does more than pass tensors on), the run falls back to the full
+forward and says why. A cache bigger than `train.cache_memory_mb` is kept in a file in the
+run directory; under data parallelism each process computes its shard once and the shards
+are gathered, so a too-big cache there falls back instead.
 """
 
 from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from warmstart.config import TrainConfig
 from warmstart.data.batches import Batches
 from warmstart.distributed import current, gather_all
 from warmstart.evaluate import move
+from warmstart.models.base import Adapter, LayerGroup, logits_of
+from warmstart.strategies.base import Plan
+
+PREFIX_KEY = "prefix"  # the batch key that carries a frozen prefix's recorded output
 
 
 class HeadOnly(nn.Module):
@@ -30,45 +58,331 @@ class HeadOnly(nn.Module):
         return self.head(features)
 
 
-def _stack(items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {"features": torch.stack(items)}
+class _Stop(Exception):
+    """Raised by a recording hook: nothing after the recorded module needs to run."""
+
+
+def _first_tensor(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 @torch.inference_mode()
-def head_inputs(model: nn.Module, head: nn.Module, batches: Batches,
-                device: torch.device) -> list[torch.Tensor]:
-    """The head's input for every example of `batches`, in example order (one backbone pass).
+def record(model: nn.Module, module: nn.Module, batches: Batches, device: torch.device, *,
+           inputs: bool, per_token: bool = False) -> list[torch.Tensor]:
+    """What `module` receives (`inputs`) or returns, per example of `batches`, in example order.
 
-    Under data parallelism each process computes its own share once and the shares are
-    gathered, so the whole set costs one backbone pass across all processes.
+    The model runs in eval mode and stops right after `module`. With `per_token`, each
+    example keeps only the rows of its real tokens (`attention_mask`), so padding costs no
+    memory and a batch of any padded length can be rebuilt (`_pad_rows`). Under data
+    parallelism each process records its share once and the shares are gathered.
     """
     captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+
+    def keep(tensor: torch.Tensor) -> None:
+        captured.append(tensor.detach())
+        raise _Stop
+
+    if inputs:
+        hook = module.register_forward_pre_hook(lambda _m, args: keep(args[0]))
+    else:
+        hook = module.register_forward_hook(lambda _m, _a, out: keep(_first_tensor(out)))
     was_training = model.training
     model.eval()
-    parts: list[tuple[np.ndarray, torch.Tensor]] = []
+    parts: list[tuple[np.ndarray, list[torch.Tensor]]] = []
     try:
         for ids, batch in batches.epoch():
             batch.pop("labels")
             captured.clear()
-            model(**move(batch, device))
-            parts.append((ids, captured[0].cpu().clone()))
+            with contextlib.suppress(_Stop):
+                model(**move(batch, device))
+            out = captured[0].cpu()
+            if per_token:
+                mask = batch["attention_mask"].bool()
+                rows = [out[i][mask[i]].clone() for i in range(len(ids))]
+            else:
+                rows = [row.clone() for row in out]
+            parts.append((ids, rows))
     finally:
         hook.remove()
         model.train(was_training)
     if batches.world > 1:
         parts = [p for rank in gather_all(current(), parts) for p in rank]
-    out: list[torch.Tensor | None] = [None] * batches.num_examples
+    result: list[torch.Tensor | None] = [None] * batches.num_examples
     for ids, rows in parts:
         for i, row in zip(ids, rows):
-            out[i] = row
-    return out  # type: ignore[return-value]
+            result[i] = row
+    return result  # type: ignore[return-value]
+
+
+def _stack(items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"features": torch.stack(items)}
 
 
 def cached_batches(model: nn.Module, head: nn.Module, batches: Batches,
                    device: torch.device) -> Batches:
     """`batches` with each example replaced by its cached head input."""
-    feats = head_inputs(model, head, batches, device)
+    feats = record(model, head, batches, device, inputs=True)
     return Batches(feats, batches.labels.numpy().astype(np.int64), _stack, batches.batch_size,
                    shuffle=batches.shuffle, seed=batches.seed, accumulate=batches.accumulate,
                    rank=batches.rank, world=batches.world)
+
+
+# ------------------------------------------------------------------------------ frozen prefix
+
+
+def frozen_prefix(adapter: Adapter, plan: Plan) -> list[LayerGroup]:
+    """The layer groups, from the input side, that no group of the plan ever trains."""
+    may_train = {id(p) for g in plan.groups for p in g.params}
+    prefix = []
+    for group in adapter.groups[:-1]:
+        if any(id(p) in may_train for p in group.parameters()):
+            break
+        prefix.append(group)
+    return prefix
+
+
+class DiskRows(Sequence[torch.Tensor]):
+    """Cached rows in one file, read back through a memory map (caches over the budget).
+
+    The operating system keeps what fits in its page cache, so a cache slightly too big for
+    the budget costs little, and one far too big still beats recomputing the frozen layers.
+    """
+
+    def __init__(self, path: Path, rows: list[torch.Tensor]) -> None:
+        self.shapes = [tuple(r.shape) for r in rows]
+        sizes = [r.numel() for r in rows]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                         shape=(int(self.offsets[-1]),))
+        for row, start, size in zip(rows, self.offsets, sizes):
+            data[start:start + size] = row.float().reshape(-1).numpy()
+        data.flush()
+        del data
+        self.data = np.load(path, mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return torch.from_numpy(np.array(self.data[start:end])).reshape(self.shapes[i])
+
+
+def _pad_rows(rows: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
+    """Rebuild a batch's prefix output: each example's rows go back to its real-token
+    positions (either padding side); padded positions get zeros, which the attention mask
+    hides from every real token exactly as it hid the frozen layers' padding outputs."""
+    if mask is None:
+        return torch.stack(rows)
+    out = rows[0].new_zeros((*mask.shape, *rows[0].shape[1:]))
+    for i, row in enumerate(rows):
+        out[i][mask[i].bool()] = row
+    return out
+
+
+@dataclass
+class _Output:
+    """How a frozen module returned its tensor: alone, or first in a tuple of Nones."""
+
+    extra_nones: int | None  # None: a bare tensor
+
+    def wrap(self, tensor: torch.Tensor) -> Any:
+        return tensor if self.extra_nones is None else (tensor, *[None] * self.extra_nones)
+
+
+def _output_form(output: Any) -> _Output | None:
+    if isinstance(output, torch.Tensor):
+        return _Output(None)
+    if (isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor)
+            and all(o is None for o in output[1:])):
+        return _Output(len(output) - 1)
+    return None  # anything richer (attention weights, caches) cannot be replayed
+
+
+class Replay:
+    """While active, the frozen prefix modules skip their computation and return the batch's
+    recorded prefix output (the `prefix` key, which a pre-hook on the model takes out of the
+    call's arguments).
+
+    Why the forward of each frozen module is overridden on the instance (as Accelerate's
+    hooks do) instead of swapping modules: swapped modules would change the model's
+    `state_dict` keys, and checkpoints, resume and the best-epoch weights must not depend on
+    whether the run cached. Everything is restored on exit.
+    """
+
+    def __init__(self, model: nn.Module, modules: list[nn.Module], forms: list[_Output]) -> None:
+        self.model, self.modules, self.forms = model, modules, forms
+        self.value: torch.Tensor | None = None
+
+    def _take(self, _module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Any:
+        self.value = kwargs.pop(PREFIX_KEY, None)
+        return args, kwargs
+
+    def _emit(self, form: _Output) -> Callable[..., Any]:
+        def forward(*_args: Any, **_kwargs: Any) -> Any:
+            if self.value is None:
+                raise RuntimeError("a replayed frozen module ran without a cached prefix")
+            return form.wrap(self.value)
+        return forward
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        hook = self.model.register_forward_pre_hook(self._take, with_kwargs=True)
+        for module, form in zip(self.modules, self.forms):
+            module.forward = self._emit(form)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            hook.remove()
+            for module in self.modules:
+                del module.forward  # back to the class's forward
+            self.value = None
+
+
+@dataclass
+class PrefixCache:
+    """A frozen prefix ready to replay: the batches that carry it and the replay switch."""
+
+    train: Batches
+    val: Batches
+    replay: Replay
+    notes: str
+    seconds: float  # recording the training split (the validation split's is evaluation)
+
+
+def _with_rows(batches: Batches, rows: Sequence[torch.Tensor], per_token: bool) -> Batches:
+    """`batches` whose examples also carry their recorded prefix output."""
+    collate = batches.collate
+
+    def collate_rows(items: list[tuple[Any, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch = collate([encoded for encoded, _ in items])
+        mask = batch["attention_mask"] if per_token else None
+        batch[PREFIX_KEY] = _pad_rows([row for _, row in items], mask)
+        return batch
+
+    lengths = batches.lengths.tolist() if batches.lengths is not None else None
+    return Batches(list(zip(batches.encoded, rows)), batches.labels.numpy(), collate_rows,
+                   batches.batch_size, shuffle=batches.shuffle, seed=batches.seed,
+                   lengths=lengths, accumulate=batches.accumulate, rank=batches.rank,
+                   world=batches.world)
+
+
+def _probe(model: nn.Module, modules: list[nn.Module], batches: Batches,
+           device: torch.device, per_token: bool) -> tuple[list[_Output] | None, str]:
+    """Run one batch for real and replayed; the frozen modules' output forms, or why not."""
+    _, batch = next(batches.epoch())
+    batch.pop("labels")
+    batch = move(batch, device)
+    if per_token and "attention_mask" not in batch:
+        return None, "the text batches have no attention_mask to locate real tokens"
+    outputs: dict[int, Any] = {}
+    hooks = [m.register_forward_hook(lambda m, _a, out: outputs.__setitem__(id(m), out))
+             for m in modules]  # (a hook that returns a value would replace the output)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            expected = logits_of(model(**batch)).float()
+        for h in hooks:
+            h.remove()
+        forms = [_output_form(outputs.get(id(m))) for m in modules]
+        if any(f is None for f in forms):
+            return None, "a frozen module returns more than one tensor"
+        last = _first_tensor(outputs[id(modules[-1])])
+        mask = batch.get("attention_mask") if per_token else None
+        if mask is not None:
+            last = _pad_rows([last[i][mask[i].bool()] for i in range(len(last))], mask)
+        replay = Replay(model, modules, forms)  # type: ignore[arg-type]
+        with torch.inference_mode(), replay.active():
+            replayed = logits_of(model(**batch, **{PREFIX_KEY: last})).float()
+    finally:
+        for h in hooks:
+            h.remove()  # (again on success: removing twice is a no-op)
+        model.train(was_training)
+    if not torch.allclose(expected, replayed, rtol=1e-4, atol=1e-4):
+        gap = (expected - replayed).abs().max().item()
+        return None, f"replaying the frozen layers changed the logits by {gap:.1e}"
+    return forms, ""  # type: ignore[return-value]
+
+
+def prefix_cache(model: nn.Module, prefix: list[LayerGroup], train: Batches, val: Batches,
+                 device: torch.device, *, memory_mb: float, spill_dir: Path,
+                 per_token: bool) -> PrefixCache | str:
+    """Record the frozen prefix's output for both splits, or say why it cannot be cached.
+
+    Args:
+        model: the whole network.
+        prefix: the frozen layer groups from the input side (`frozen_prefix`).
+        train, val: the batches of the training and validation splits.
+        device: where the model runs.
+        memory_mb: the largest cache kept in memory; a bigger one goes to `spill_dir`.
+        spill_dir: a directory for a cache over the budget (deleted by the caller).
+        per_token: text models: keep one row per real token (`record`).
+
+    Returns:
+        The cache, or a one-line reason for running the frozen layers every epoch instead.
+    """
+    start = time.perf_counter()
+    modules = [m for g in prefix for m in g.modules]
+    forms, why = _probe(model, modules, train, device, per_token)
+    if forms is None:
+        return why
+    rows = {"train": record(model, modules[-1], train, device, inputs=False,
+                            per_token=per_token)}
+    seconds = time.perf_counter() - start
+    rows["val"] = record(model, modules[-1], val, device, inputs=False, per_token=per_token)
+    size_mb = sum(r.numel() * r.element_size() for split in rows.values()
+                  for r in split) / 2**20
+    where = f"{size_mb:.0f} MB in memory"
+    if size_mb > memory_mb:
+        if train.world > 1:
+            return (f"the cache needs {size_mb:.0f} MB, over train.cache_memory_mb="
+                    f"{memory_mb:g}, and a file cache is not shared between processes")
+        rows = {name: DiskRows(spill_dir / f"{name}.npy", r) for name, r in rows.items()}
+        where = (f"{size_mb:.0f} MB in {spill_dir} (over train.cache_memory_mb={memory_mb:g})")
+    names = ", ".join(g.name for g in prefix)
+    return PrefixCache(_with_rows(train, rows["train"], per_token),
+                       _with_rows(val, rows["val"], per_token),
+                       Replay(model, modules, forms),
+                       notes=f"frozen {names}: output computed once ({where})",
+                       seconds=seconds)
+
+
+@dataclass
+class Prepared:
+    """What `fit` trains and on which batches, after any caching."""
+
+    model: nn.Module  # the whole network, or `HeadOnly` on cached head inputs
+    train: Batches
+    val: Batches
+    replay: contextlib.AbstractContextManager  # active around `fit` (a no-op without a prefix)
+    seconds: float  # time spent caching the training split: part of training time
+    notes: str  # one line for the log: what was cached, or why not
+
+
+def prepare(adapter: Adapter, plan: Plan, train: Batches, val: Batches, device: torch.device,
+            cfg: TrainConfig, spill_dir: Path) -> Prepared:
+    """Cache what stays frozen for the whole run, where valid; keep a frozen prefix in eval
+    mode either way (`Plan.eval_modules`), so caching never changes the result."""
+    model = adapter.module
+    prefix = frozen_prefix(adapter, plan)
+    plan.eval_modules = [m for g in prefix for m in g.modules]
+    none = contextlib.nullcontext()
+    if plan.cache_head_inputs and (cfg.cache or plan.solve is not None):  # a solve needs it
+        start = time.perf_counter()
+        cached_train = cached_batches(model, adapter.head, train, device)
+        seconds = time.perf_counter() - start
+        return Prepared(HeadOnly(adapter.head), cached_train,
+                        cached_batches(model, adapter.head, val, device), none, seconds,
+                        "backbone frozen for the whole run: head inputs computed once")
+    if not cfg.cache or not prefix:
+        return Prepared(model, train, val, none, 0.0, "")
+    cached = prefix_cache(model, prefix, train, val, device, memory_mb=cfg.cache_memory_mb,
+                          spill_dir=spill_dir,
+                          per_token=adapter.kind == "text" and train.lengths is not None)
+    if isinstance(cached, str):
+        return Prepared(model, train, val, none, 0.0,
+                        f"frozen layers run every epoch (not cached: {cached})")
+    return Prepared(model, cached.train, cached.val, cached.replay.active(), cached.seconds,
+                    cached.notes)

@@ -216,6 +216,14 @@ class TrainConfig:
         "train.min_delta; null = train all epochs (the best epoch's weights are kept anyway)"
     )
     min_delta: float = _f(0.0, "early stopping: smallest change that counts as improvement")
+    cache: bool = _f(
+        True, "compute the output of layers frozen for the whole run once and train on it "
+        "(head inputs for head/features, the frozen bottom groups for partial); same result, "
+        "less time"
+    )
+    cache_memory_mb: float = _f(
+        4096, "largest cache kept in memory; a bigger one goes to a file in the run directory"
+    )
 
 
 @dataclass

@@ -183,7 +183,7 @@ def fit(
         epoch = loop["epoch"]
         if plan.on_epoch_start is not None:
             plan.on_epoch_start(epoch)
-        train_mode(model)
+        train_mode(model, plan.eval_modules)
         if place.active:
             ddp, ddp_trainable = _data_parallel(model, ddp, ddp_trainable, device)
         runner = ddp if ddp is not None else model

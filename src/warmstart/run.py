@@ -25,7 +25,7 @@ from rich.table import Table
 
 import warmstart
 from warmstart import distributed
-from warmstart.cache import HeadOnly, cached_batches
+from warmstart.cache import prepare
 from warmstart.callbacks import Callbacks, MetricsLog, ProgressDisplay, log_sinks
 from warmstart.checkpoint import (
     SUMMARY,
@@ -298,24 +298,26 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
                       *log_sinks(cfg.log.to, run_dir, cfg)]
     if not (quiet or cfg.log.quiet):
         observers.append(ProgressDisplay(console))
-    trained, fit_train, fit_val = model, train_b, val_b
-    cache_start = time.perf_counter()
-    if plan.cache_head_inputs:
-        console.print("backbone frozen for the whole run: computing head inputs once")
-        trained = HeadOnly(adapter.head)
-        fit_train = cached_batches(model, adapter.head, train_b, device)
-        fit_val = cached_batches(model, adapter.head, val_b, device)
-    cache_seconds = time.perf_counter() - cache_start
-    result = fit(trained, plan, fit_train, fit_val, optim_cfg=cfg.optim, train_cfg=cfg.train,
-                 lr=lr, device=device, label_names=data.label_names,
-                 callbacks=Callbacks(observers), penalty=penalty,
-                 label_smoothing=cfg.regularize.label_smoothing, class_weights=weights,
-                 precision=precision, resume=resume_from,
-                 checkpointer=Checkpointer(run_dir, cfg.checkpoint.every_steps,
-                                           cfg.checkpoint.keep_last, write=place.is_main))
+    spill_dir = run_dir / "cache"
+    try:
+        ready = prepare(adapter, plan, train_b, val_b, device, cfg.train, spill_dir)
+        if ready.notes:
+            console.print(ready.notes, highlight=False)
+        with ready.replay:
+            result = fit(ready.model, plan, ready.train, ready.val, optim_cfg=cfg.optim,
+                         train_cfg=cfg.train, lr=lr, device=device, label_names=data.label_names,
+                         callbacks=Callbacks(observers), penalty=penalty,
+                         label_smoothing=cfg.regularize.label_smoothing, class_weights=weights,
+                         precision=precision, resume=resume_from,
+                         checkpointer=Checkpointer(run_dir, cfg.checkpoint.every_steps,
+                                                   cfg.checkpoint.keep_last,
+                                                   write=place.is_main))
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
     lrs = group_lrs(result.optimizer, lr)
+    cache_seconds = ready.seconds
 
-    trained.load_state_dict(result.best_state)  # report and save the best epoch, not the last
+    ready.model.load_state_dict(result.best_state)  # report and save the best epoch
     val_metrics = evaluate(model, val_b, device, data.label_names, full=True)
     test_metrics = (evaluate(model, test_b, device, data.label_names, full=True)
                     if test_b is not None else {})

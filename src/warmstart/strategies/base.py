@@ -12,7 +12,7 @@ resumed run restores the same optimizer state (the failure in Lightning #6891).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -49,6 +49,9 @@ class Plan:
             device, it sets the trainable parameters; the loop then evaluates once.
         cache_head_inputs: everything below the head stays frozen for the whole run, so the
             run may compute the head's inputs once and train the head on them (`cache.py`).
+        eval_modules: modules kept in eval mode while training: the layer groups at the
+            input side that never train (set by the run, `cache.frozen_prefix`). Without
+            dropout their output is fixed, which is what lets the run cache it.
     """
 
     groups: list[ParamGroup]
@@ -57,6 +60,7 @@ class Plan:
     calibrate: Callable[[Batches, torch.device], None] | None = None
     solve: Callable[[Batches, torch.device], None] | None = None
     cache_head_inputs: bool = False
+    eval_modules: list[nn.Module] = field(default_factory=list)
 
 
 Strategy = Callable[[Adapter, StrategyConfig], Plan]
@@ -81,14 +85,17 @@ def group_plan(adapter: Adapter, scales: list[float] | None = None) -> list[Para
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
-def train_mode(module: nn.Module) -> None:
-    """Put `module` in training mode, but keep frozen BatchNorm layers in eval mode.
+def train_mode(module: nn.Module, eval_modules: Iterable[nn.Module] = ()) -> None:
+    """Put `module` in training mode, but keep frozen BatchNorm layers and `eval_modules`
+    (a frozen prefix, `Plan.eval_modules`) in eval mode.
 
     A frozen BatchNorm in train mode still updates its running statistics from the new data
     and normalises with batch statistics: the pretrained layer drifts although "frozen" (the
     Keras `trainable=False` pitfall). Frozen means no parameter of the layer trains.
     """
     module.train()
+    for m in eval_modules:
+        m.eval()
     for m in module.modules():
         if isinstance(m, _BATCH_NORMS) and not any(p.requires_grad for p in m.parameters()):
             m.eval()
