@@ -123,11 +123,19 @@ def build_optimizer(groups: list[ParamGroup], cfg: OptimConfig, lr: float) -> to
                     "weight_decay": cfg.weight_decay if decay else 0.0,
                     "lr": lr * g.lr_scale,
                 })
-    # foreach=True batches the update over all tensors: much less per-step Python overhead
-    # than the per-parameter loop on CPU, with the same arithmetic.
-    return torch.optim.AdamW(
-        torch_groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True
-    )
+    # fused=True: one kernel updates each tensor in place. The foreach path allocates whole
+    # temporaries per step (90 MB per list for MiniLM's 22.7M weights), and on CPU those
+    # allocations and their page faults cost more than the arithmetic: measured 0.66-1.8 s
+    # against 0.05-0.19 s per step here. Same update rule (as the Trainer's default,
+    # `adamw_torch_fused`); foreach where the fused kernel does not support the tensors.
+    fused = all(_fusable(p) for g in groups for p in g.params)
+    return torch.optim.AdamW(torch_groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                             fused=fused or None, foreach=None if fused else True)
+
+
+def _fusable(p: nn.Parameter) -> bool:
+    return p.device.type in ("cpu", "cuda") and p.dtype in (
+        torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
