@@ -16,8 +16,12 @@ import torch
 from conftest import make_rows, write_csv
 from safetensors.torch import load_file
 
+from warmstart.cli import main
+
 TESTS = Path(__file__).resolve().parent
-ENV = {**os.environ, "PYTHONPATH": str(TESTS), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+# The caller's PYTHONPATH stays behind the tests' own (a source checkout run with src on it).
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+       "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _cmd(nproc: int, args: list[str]) -> list[str]:
@@ -113,3 +117,48 @@ def test_killed_on_two_processes_resumed_on_one(tmp_path):
         assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-4)
         assert b["val_accuracy"] == pytest.approx(a["val_accuracy"], abs=1e-6)
     assert run["test"]["accuracy"] == pytest.approx(ref["test"]["accuracy"], abs=1e-6)
+
+
+def test_fsdp_on_two_processes_matches_one(text_data):
+    """FSDP2 shards weights, gradients and Adam moments; the arithmetic must not change."""
+    data, tmp = text_data
+    # Attention key biases get no true gradient (softmax ignores a shift shared by all keys),
+    # only rounding noise, which Adam with eps=1e-8 scales up to lr-sized steps: a different
+    # reduction order then moves them by ~1e-4. A larger eps keeps noise at noise level.
+    common = ["model.name=tiny-bert", "model.dropout=0", f"data.name={data}", "train.epochs=2",
+              "optim.lr=1e-2", "optim.eps=1e-6", "train.parallel=fsdp", f"output.dir={tmp}"]
+    _run(1, [*common, "train.batch_size=4", "train.accumulate=2", "output.name=fsdp-one"])
+    _run(2, [*common, "train.batch_size=2", "train.accumulate=2", "output.name=fsdp-two"])
+    one, two = _weights(tmp / "fsdp-one"), _weights(tmp / "fsdp-two")
+    assert one.keys() == two.keys()
+    worst = max((one[k] - two[k]).abs().max().item() for k in one)
+    assert worst < 1e-5, worst
+    summary = json.loads((tmp / "fsdp-two" / "summary.json").read_text())
+    assert (summary["processes"], summary["global_batch"]) == (2, 8)
+    # Checkpoints hold whole tensors, so any process count (or DDP) can resume them.
+    last = sorted((tmp / "fsdp-two" / "checkpoints").glob("step-*"))[-1]
+    weights = load_file(str(last / "model.safetensors"))
+    assert {k: v.shape for k, v in weights.items()} == {k: v.shape for k, v in one.items()}
+    state = torch.load(last / "state.pt", weights_only=False)["optimizer"]["state"]
+    moments = [v for s in state.values() for k, v in s.items() if k == "exp_avg"]
+    assert moments and all(type(v) is torch.Tensor for v in moments)
+
+
+def test_fsdp_shards_and_gathers_state():
+    """The FSDP2 helpers: parameters become 1/2-size shards; state gathers back whole."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", "-m", "fsdp_probe"],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("fsdp probe ok") == 2
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["strategy.name=gradual"], "changes what trains mid-run"),
+    (["regularize.l2sp=0.01"], "regularize.l2sp=0"),
+])
+def test_fsdp_refuses_what_it_cannot_shard(text_csv, tmp_path, capsys, args, expected):
+    code = main(["train", "--quiet", "model.name=tiny-bert", f"data.name={text_csv}",
+                 "train.epochs=1", "train.parallel=fsdp", f"output.dir={tmp_path}", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and expected in err and len(err.splitlines()) == 1, err

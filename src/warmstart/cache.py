@@ -378,6 +378,9 @@ def prepare(adapter: Adapter, plan: Plan, train: Batches, val: Batches, device: 
                         "backbone frozen for the whole run: head inputs computed once")
     if not cfg.cache or not prefix:
         return Prepared(model, train, val, none, 0.0, "")
+    if cfg.parallel == "fsdp":  # the sharded copy that trains runs its own, unpatched forward
+        return Prepared(model, train, val, none, 0.0,
+                        "frozen layers run every epoch (not cached under train.parallel=fsdp)")
     cached = prefix_cache(model, prefix, train, val, device, memory_mb=cfg.cache_memory_mb,
                           spill_dir=spill_dir,
                           per_token=adapter.kind == "text" and train.lengths is not None)

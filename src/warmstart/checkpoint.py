@@ -85,16 +85,19 @@ class Checkpointer:
         self.keep_last = keep_last
         self.write = write  # False on every process but the main one
 
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    def save(self, step: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
              loop_state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-        """Checkpoint after optimizer step `step`; older checkpoints beyond K are removed."""
+        """Checkpoint after optimizer step `step`; older checkpoints beyond K are removed.
+
+        `weights` and `optimizer_state` are full state dicts (gathered whole under FSDP).
+        """
         if not self.write:
             return self.dir
         final = self.dir / f"step-{step:08d}"
         tmp = atomic_dir(final)
-        save_file(_weights(model.state_dict()), str(tmp / "model.safetensors"))
+        save_file(_weights(weights), str(tmp / "model.safetensors"))
         torch.save({
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optimizer_state,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "metrics_bytes": self.metrics.stat().st_size if self.metrics.exists() else 0,

@@ -4,6 +4,7 @@
     warmstart train --resume RUN
     warmstart compare [-c base.yaml] [key.sub=value ...] [--strategies head,partial:k=2,...]
                       [--seeds N|a,b,...] [--name NAME] [--overwrite] [--quiet]
+                      [--ray ADDRESS [--ray-cpus N] [--ray-gpus N]]
     warmstart evaluate RUN --data file.csv [--output metrics.json]
     warmstart predict RUN (--text "..." ... | --input file.csv) [--output out.csv|out.json]
     warmstart export RUN OUT [--merge]
@@ -143,9 +144,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = DEMO_OVERRIDES if demo else list(args.overrides)
     strategies = (split_specs(args.strategies) if args.strategies
                   else registered_demo_strategies(Console(stderr=True, quiet=args.quiet)))
+    ray = None
+    if args.ray is not None:
+        from warmstart.raysweep import RayOptions
+
+        ray = RayOptions(args.ray, args.ray_cpus, args.ray_gpus)
     compare(args.config, overrides, strategies, args.seeds,
             name=args.name or ("demo" if demo else None), overwrite=args.overwrite,
-            quiet=args.quiet)
+            quiet=args.quiet, ray=ray)
     return 0
 
 
@@ -202,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished runs too (default: reuse them)")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
+    p.add_argument("--ray", metavar="ADDRESS", help="train the runs in parallel as Ray tasks "
+                   "(pip install 'warmstart[ray]'): local (start Ray here), auto (this "
+                   "machine's cluster) or a cluster address (ray://head:10001)")
+    p.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each run reserves on Ray "
+                   "(its torch threads; default: 1)")
+    p.add_argument("--ray-gpus", type=float, default=0.0,
+                   help="GPUs each run reserves on Ray (default: 0)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="copy a finished run's model to a folder, adapters "

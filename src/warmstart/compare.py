@@ -9,7 +9,8 @@ strategy sees the same data and seeds; the split follows `train.seed`, so at eac
 strategy trains and is tested on the same examples (and the spread over seeds includes the
 split's).
 
-Each run is its own `warmstart train` process, one after another, because:
+Each run is its own `warmstart train` process, one after another (or, with `--ray`, in
+parallel as tasks on a Ray cluster: `raysweep.py`), because:
 
 - peak memory is the process's peak RSS, which only ever grows within a process: runs sharing
   one process would each report the largest so far;
@@ -32,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -42,6 +43,9 @@ from warmstart.config import RunConfig, StrategyConfig, all_keys, from_dict, loa
 from warmstart.errors import WarmstartError, did_you_mean
 from warmstart.report.build import Groups, write_reports
 from warmstart.report.card import write_model_card
+
+if TYPE_CHECKING:
+    from warmstart.raysweep import RayOptions
 
 # The demo (`warmstart compare` with no arguments) must finish in under 10 minutes on a
 # 2-core CPU, so it trains little: one epoch over 600 examples (stratified, 120 per topic) at
@@ -281,17 +285,27 @@ def ensure_run(run: PlannedRun, log_dir: Path) -> tuple[dict[str, Any], bool]:
     return _summary(run.run_dir), True
 
 
-def run_comparison(runs: list[PlannedRun], out: Path, console: Console) -> Groups:
-    """Train (or reuse) every planned run; {spec text: [(run name, summary), ...]}."""
+def run_comparison(runs: list[PlannedRun], out: Path, console: Console,
+                   ray: RayOptions | None = None) -> Groups:
+    """Train (or reuse) every planned run, one after another here or in parallel on Ray;
+    {spec text: [(run name, summary), ...]}."""
+    if ray is not None:
+        from warmstart.raysweep import run_on_ray
+
+        results = run_on_ray(runs, out / "logs", ray, console)
+    else:
+        results = []
+        for i, run in enumerate(runs, 1):
+            started = time.perf_counter()
+            console.print(f"[{i}/{len(runs)}] {run.run_dir.name} ...", end=" ")
+            summary, trained = ensure_run(run, out / "logs")
+            test = summary.get("test") or summary["validation"]
+            console.print((f"trained in {time.perf_counter() - started:.0f}s" if trained
+                           else "finished earlier, reused")
+                          + f" | accuracy {test['accuracy']:.4f}", highlight=False)
+            results.append((summary, trained))
     groups: Groups = {}
-    for i, run in enumerate(runs, 1):
-        started = time.perf_counter()
-        console.print(f"[{i}/{len(runs)}] {run.run_dir.name} ...", end=" ")
-        summary, trained = ensure_run(run, out / "logs")
-        test = summary.get("test") or summary["validation"]
-        console.print((f"trained in {time.perf_counter() - started:.0f}s" if trained
-                       else "finished earlier, reused")
-                      + f" | accuracy {test['accuracy']:.4f}", highlight=False)
+    for run, (summary, _) in zip(runs, results):
         if not (run.run_dir / "README.md").exists():  # a run trained before cards existed
             write_model_card(run.run_dir, summary, run.cfg)
         groups.setdefault(run.spec.text, []).append((run.run_dir.name, summary))
@@ -299,7 +313,8 @@ def run_comparison(runs: list[PlannedRun], out: Path, console: Console) -> Group
 
 
 def compare(config: str | None, overrides: list[str], strategies: list[str], seeds: str,
-            *, name: str | None = None, overwrite: bool = False, quiet: bool = False) -> Path:
+            *, name: str | None = None, overwrite: bool = False, quiet: bool = False,
+            ray: RayOptions | None = None) -> Path:
     """Run every strategy at every seed (reusing finished runs) and write the reports.
 
     Args:
@@ -311,6 +326,8 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
             `<model>-<data>`.
         overwrite: redo finished runs too.
         quiet: print only the final table.
+        ray: run the trainings as parallel tasks on a Ray cluster (`raysweep.py`); None: one
+            after another in this machine.
 
     Returns:
         The comparison folder.
@@ -330,7 +347,7 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
                      overwrite=overwrite)
     console.print(f"[bold]warmstart compare[/] -> {out}: {len(specs)} strategies x "
                   f"{len(runs) // len(specs)} seeds = {len(runs)} runs")
-    groups = run_comparison(runs, out, console)
+    groups = run_comparison(runs, out, console, ray)
     table_console = Console()
     if not table_console.is_terminal:  # a log file or pipe: wide beats wrapped cells
         table_console = Console(width=200)

@@ -224,6 +224,11 @@ class TrainConfig:
     cache_memory_mb: float = _f(
         4096, "largest cache kept in memory; a bigger one goes to a file in the run directory"
     )
+    parallel: Literal["ddp", "fsdp"] = _f(
+        "ddp", "under torchrun: ddp keeps a full model per process; fsdp (torch FSDP2) shards "
+        "weights, gradients and optimizer state across processes, for models too large for one "
+        "device (not with staged strategies or regularize.l1/l2sp)"
+    )
 
 
 @dataclass
@@ -336,6 +341,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.train.early_stopping is None or cfg.train.early_stopping >= 1,
            "train.early_stopping", "must be >= 1 or null")
     _check(cfg.train.min_delta >= 0, "train.min_delta", "must be >= 0")
+    _check(cfg.train.parallel == "ddp" or cfg.regularize.l1 == cfg.regularize.l2sp == 0,
+           "train.parallel", "fsdp shards the weights the L1/L2-SP penalties read; set "
+           "regularize.l1=0 and regularize.l2sp=0, or train.parallel=ddp")
     cw = cfg.train.class_weights
     _check(isinstance(cw, list) or cw in ("none", "balanced"), "train.class_weights",
            f"{cw!r} is not none, balanced or a list of numbers")

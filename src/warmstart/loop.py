@@ -31,7 +31,7 @@ from warmstart.errors import WarmstartError
 from warmstart.evaluate import evaluate, move
 from warmstart.models.base import logits_of
 from warmstart.optim import build_optimizer, make_schedule, set_lr
-from warmstart.strategies.base import Plan, train_mode
+from warmstart.strategies.base import ParamGroup, Plan, train_mode
 
 
 @dataclass
@@ -132,12 +132,15 @@ def fit(
         return _solve(model, plan, train, val, device, label_names)
     if plan.calibrate is not None and resume is None:  # on resume the optimizer has the scales
         plan.calibrate(train, device)
-    optimizer = build_optimizer(plan.groups, optim_cfg, lr)
+    if resume is not None:
+        model.load_state_dict(resume.model_state)  # before any sharded copy is made of it
+    trainee, groups = _sharded(model, plan, train_cfg, place)
+    optimizer = build_optimizer(groups, optim_cfg, lr)
     steps_per_epoch = len(train)
     total_steps = steps_per_epoch * train_cfg.epochs
     schedule = make_schedule(optim_cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    params = [p for g in plan.groups for p in g.params]
+    params = [p for g in groups for p in g.params]
     weight = class_weights.to(device) if class_weights is not None else None
 
     # Loop state: everything a checkpoint must carry besides weights, optimizer and RNG.
@@ -147,8 +150,8 @@ def fit(
                             "step_size": train.step_size}
     best_state: dict[str, torch.Tensor] = {}
     if resume is not None:
-        model.load_state_dict(resume.model_state)
-        optimizer.load_state_dict(resume.state["optimizer"])
+        optimizer.load_state_dict(
+            distributed.shard_optimizer_state(optimizer, resume.state["optimizer"]))
         if "scaler" in resume.state:
             scaler.load_state_dict(resume.state["scaler"])
         loop.update(resume.state["loop"], step_size=train.step_size)
@@ -165,8 +168,10 @@ def fit(
         saved["loss_sum"], saved["loss_count"], saved["correct"] = distributed.sum_all(
             place, [loop["loss_sum"], loop["loss_count"], loop["correct"]])
         rngs = distributed.gather_all(place, torch.get_rng_state())
+        weights = distributed.full_state(trainee)
+        optimizer_state = distributed.full_optimizer_state(optimizer)
         if checkpointer is not None:
-            checkpointer.save(loop["step"], model, optimizer, saved,
+            checkpointer.save(loop["step"], weights, optimizer_state, saved,
                               {"scaler": scaler.state_dict(), "rng_by_rank": rngs})
 
     state = State(epochs=train_cfg.epochs, total_steps=total_steps,
@@ -183,17 +188,17 @@ def fit(
         epoch = loop["epoch"]
         if plan.on_epoch_start is not None:
             plan.on_epoch_start(epoch)
-        train_mode(model, plan.eval_modules)
-        if place.active:
+        train_mode(trainee, _counterparts(plan.eval_modules, model, trainee))
+        if place.active and trainee is model:  # a sharded copy averages its own gradients
             ddp, ddp_trainable = _data_parallel(model, ddp, ddp_trainable, device)
-        runner = ddp if ddp is not None else model
+        runner = ddp if ddp is not None else trainee
         state = state.update(epoch=epoch + 1)
         epoch_start, seconds_before = time.perf_counter(), loop["train_seconds"]
         for step_size, micros in train.steps(epoch, skip=loop["epoch_step"]):
             for j, (_, batch) in enumerate(micros):
                 # Gradients are averaged across processes once per step, on the last micro.
                 last = j == len(micros) - 1
-                sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+                sync = contextlib.nullcontext() if last else distributed.no_sync(runner)
                 batch = move(batch, device)
                 labels = batch.pop("labels")
                 with sync:
@@ -235,7 +240,7 @@ def fit(
             if every and loop["step"] % every == 0 and loop["epoch_step"] < steps_per_epoch:
                 checkpoint()
 
-        metrics = evaluate(model, val, device, label_names)
+        metrics = evaluate(trainee, val, device, label_names)
         loss_sum, count, correct = distributed.sum_all(
             place, [loop["loss_sum"], loop["loss_count"], loop["correct"]])
         row = {"epoch": epoch + 1, "step": loop["step"],
@@ -247,7 +252,8 @@ def fit(
         loop["history"].append(row)
         if is_better(metrics[train_cfg.metric], loop["best_value"], train_cfg.metric):
             # CPU copies: the best epoch's weights survive later, worse epochs.
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in distributed.full_state(trainee).items()}
             loop["best_value"], loop["best_epoch"] = metrics[train_cfg.metric], epoch + 1
             if checkpointer is not None:
                 checkpointer.save_best(best_state)
@@ -260,11 +266,41 @@ def fit(
         checkpoint()
 
     callbacks.fire("on_fit_end", state)
+    model.to(device)  # back from the CPU if a sharded copy trained (the caller loads best_state)
     return FitResult(
         best_epoch=loop["best_epoch"], best_metrics=_best_row(loop), history=loop["history"],
         steps=loop["step"], train_seconds=loop["train_seconds"], train_samples=loop["samples"],
         best_state=best_state, optimizer=optimizer, stopped_early=stopped,
     )
+
+
+def _sharded(model: nn.Module, plan: Plan, train_cfg: TrainConfig, place: distributed.Dist
+             ) -> tuple[nn.Module, list[ParamGroup]]:
+    """The module that trains and its parameter groups: `model` itself, or under
+    `train.parallel=fsdp` on several processes a copy sharded with FSDP2 (`distributed.shard`).
+
+    FSDP2 builds its sharded parameters once, from what trains at that moment, so a strategy
+    that changes what trains mid-run is refused, on one process too (the same command must
+    work on 1 or N processes).
+    """
+    if train_cfg.parallel != "fsdp":
+        return model, plan.groups
+    if plan.on_epoch_start is not None:
+        raise WarmstartError("train.parallel=fsdp cannot run a strategy that changes what "
+                             "trains mid-run (gradual, lp-ft); use train.parallel=ddp")
+    if not place.active:
+        return model, plan.groups
+    return distributed.shard(model, plan.groups)
+
+
+def _counterparts(modules: list[nn.Module], model: nn.Module, trainee: nn.Module
+                  ) -> list[nn.Module]:
+    """`modules` of `model` as the same-named modules of `trainee` (its sharded copy)."""
+    if trainee is model:
+        return modules
+    names = {id(m): n for n, m in model.named_modules()}
+    theirs = dict(trainee.named_modules())
+    return [theirs[names[id(m)]] for m in modules if id(m) in names]
 
 
 def _data_parallel(
