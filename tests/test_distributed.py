@@ -75,9 +75,11 @@ def test_two_processes_match_one_with_the_same_global_batch(text_data, strategy)
                                                             abs=1e-5)
 
 
-def test_only_rank_zero_writes(text_data):
+@pytest.mark.parametrize("strategy", ["full", "partial"])
+def test_only_rank_zero_writes(text_data, strategy):
+    """(The 2-process runs of the test above; `partial` leaves no cache behind either.)"""
     _, tmp = text_data
-    run = tmp / "two"
+    run = tmp / strategy / "two"
     names = sorted(p.name for p in run.iterdir())
     assert names == ["README.md", "checkpoints", "config.yaml", "environment.json",
                      "metrics.jsonl", "model", "summary.json"]
