@@ -162,14 +162,10 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 12) -> float:
 # --------------------------------------------------------------------------- environment
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() is often empty)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The CPU's model name (warmstart's own reader of /proc/cpuinfo, as in model cards)."""
+    from warmstart.report.card import cpu_model as read
+
+    return read() or platform.processor() or "unknown"
 
 
 def environment() -> dict[str, Any]:

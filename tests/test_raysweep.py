@@ -13,7 +13,7 @@ from warmstart.cli import main
 
 # Enough epochs that each run trains for seconds, longer than the runs' start times differ,
 # so the test can see that they overlapped.
-TINY = ["model.name=tiny-bert", "train.epochs=12", "train.batch_size=8", "optim.lr=1e-3"]
+TINY = ["model.name=tiny-bert", "train.epochs=24", "train.batch_size=8", "optim.lr=1e-3"]
 RUNS = ("full-seed0", "partial-k1-seed0")
 
 

@@ -40,12 +40,12 @@ def _hardware(run_dir: Path, summary: Summary) -> str:
     env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
     if env.get("cuda"):
         return f"{env['cuda']} ({summary['precision']})"
-    cpu = env.get("processor") or _cpu_model() or "CPU"
+    cpu = env.get("processor") or cpu_model() or "CPU"
     cores = f", {env['cpus']} cores" if env.get("cpus") else ""
     return f"{cpu}{cores}, {summary['threads']} torch threads, {summary['precision']}"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name on Linux (platform.processor() is often empty there)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
