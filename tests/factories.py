@@ -55,3 +55,14 @@ def slow_deep_cnn() -> nn.Module:
         block2=nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                              nn.Flatten()),
         head=nn.Linear(16, 10)))
+
+
+def slow_top_cnn() -> nn.Module:
+    """Like `slow_deep_cnn`, but the sleep is in the top block: a `partial` run that caches its
+    frozen stem and block1 still takes a while per step."""
+    return nn.Sequential(OrderedDict(
+        stem=nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.ReLU()),
+        block1=nn.Sequential(nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU()),
+        block2=nn.Sequential(Sleep(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        head=nn.Linear(16, 10)))

@@ -15,15 +15,20 @@ from warmstart.config import ModelConfig, load_config
 from warmstart.models import build_model
 from warmstart.run import seed_everything, train
 
-GRADUAL = ["model.name=factories:slow_deep_cnn", "data.name=digits", "data.limit=120",
-           "model.image_size=16", "train.epochs=4", "train.batch_size=8", "optim.lr=3e-3",
-           "strategy.name=gradual", "checkpoint.keep_last=10", "train.threads=1", "--quiet"]
+COMMON = ["data.name=digits", "data.limit=120", "model.image_size=16", "train.epochs=4",
+          "train.batch_size=8", "optim.lr=3e-3", "checkpoint.keep_last=10", "train.threads=1",
+          "--quiet"]
+GRADUAL = ["model.name=factories:slow_deep_cnn", "strategy.name=gradual", *COMMON]
+# partial k=1 caches the frozen stem and block1 (recorded again on resume)
+PARTIAL = ["model.name=factories:slow_top_cnn", "strategy.name=partial", "strategy.k=1",
+           *COMMON]
 
 
-def test_gradual_killed_after_epoch_two_resumes_to_the_same_weights(tmp_path):
-    ref = _cli([*GRADUAL, f"output.dir={tmp_path}", "output.name=ref"])
+@pytest.mark.parametrize("args", [GRADUAL, PARTIAL], ids=["gradual", "partial-cached"])
+def test_killed_after_epoch_two_resumes_to_the_same_weights(tmp_path, args):
+    ref = _cli([*args, f"output.dir={tmp_path}", "output.name=ref"])
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
-    victim = _cli([*GRADUAL, f"output.dir={tmp_path}", "output.name=run"])
+    victim = _cli([*args, f"output.dir={tmp_path}", "output.name=run"])
     epoch2 = tmp_path / "run" / "checkpoints" / "step-00000030" / "state.pt"  # 15 steps/epoch
     deadline = time.time() + 240
     while time.time() < deadline and not epoch2.exists():
