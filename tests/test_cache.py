@@ -91,9 +91,9 @@ def test_a_cache_over_the_memory_budget_goes_to_a_file_and_is_removed(tmp_path, 
     spilled = []
     original = warmstart.cache.DiskRows.__init__
 
-    def spy(self, path, rows):
+    def spy(self, path, shapes):
         spilled.append(path)
-        original(self, path, rows)
+        original(self, path, shapes)
 
     monkeypatch.setattr(warmstart.cache.DiskRows, "__init__", spy)
     base = [*TINY_TEXT, f"data.name={data}"]

@@ -27,6 +27,7 @@ are gathered, so a too-big cache there falls back instead.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -68,13 +69,15 @@ def _first_tensor(output: Any) -> torch.Tensor:
 
 @torch.inference_mode()
 def record(model: nn.Module, module: nn.Module, batches: Batches, device: torch.device, *,
-           inputs: bool, per_token: bool = False) -> list[torch.Tensor]:
+           inputs: bool, per_token: bool = False, store: DiskRows | None = None
+           ) -> Sequence[torch.Tensor]:
     """What `module` receives (`inputs`) or returns, per example of `batches`, in example order.
 
     The model runs in eval mode and stops right after `module`. With `per_token`, each
     example keeps only the rows of its real tokens (`attention_mask`), so padding costs no
     memory and a batch of any padded length can be rebuilt (`_pad_rows`). Under data
-    parallelism each process records its share once and the shares are gathered.
+    parallelism each process records its share once and the shares are gathered. With a
+    `store` (one process only), rows go to its file as they come, never all in memory.
     """
     captured: list[torch.Tensor] = []
 
@@ -101,10 +104,16 @@ def record(model: nn.Module, module: nn.Module, batches: Batches, device: torch.
                 rows = [out[i][mask[i]].clone() for i in range(len(ids))]
             else:
                 rows = [row.clone() for row in out]
-            parts.append((ids, rows))
+            if store is not None:
+                for i, row in zip(ids, rows):
+                    store.put(i, row)
+            else:
+                parts.append((ids, rows))
     finally:
         hook.remove()
         model.train(was_training)
+    if store is not None:
+        return store
     if batches.world > 1:
         parts = [p for rank in gather_all(current(), parts) for p in rank]
     result: list[torch.Tensor | None] = [None] * batches.num_examples
@@ -148,18 +157,18 @@ class DiskRows(Sequence[torch.Tensor]):
     the budget costs little, and one far too big still beats recomputing the frozen layers.
     """
 
-    def __init__(self, path: Path, rows: list[torch.Tensor]) -> None:
-        self.shapes = [tuple(r.shape) for r in rows]
-        sizes = [r.numel() for r in rows]
+    def __init__(self, path: Path, shapes: list[tuple[int, ...]]) -> None:
+        self.shapes = shapes
+        sizes = [math.prod(shape) for shape in shapes]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                         shape=(int(self.offsets[-1]),))
-        for row, start, size in zip(rows, self.offsets, sizes):
-            data[start:start + size] = row.float().reshape(-1).numpy()
-        data.flush()
-        del data
-        self.data = np.load(path, mmap_mode="r")
+        self.data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                              shape=(int(self.offsets[-1]),))
+
+    def put(self, i: int, row: torch.Tensor) -> None:
+        """Write example `i`'s row (of the shape given for it)."""
+        assert tuple(row.shape) == self.shapes[i], (row.shape, self.shapes[i])
+        self.data[self.offsets[i]:self.offsets[i + 1]] = row.float().reshape(-1).numpy()
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -251,6 +260,14 @@ class PrefixCache:
     seconds: float  # recording the training split (the validation split's is evaluation)
 
 
+def _row_shapes(batches: Batches, unit: tuple[int, ...], per_token: bool
+                ) -> list[tuple[int, ...]]:
+    """The shape of each example's recorded row: (its tokens, *unit) or unit."""
+    if per_token:
+        return [(int(n), *unit) for n in batches.lengths]  # type: ignore[union-attr]
+    return [unit] * batches.num_examples
+
+
 def _with_rows(batches: Batches, rows: Sequence[torch.Tensor], per_token: bool) -> Batches:
     """`batches` whose examples also carry their recorded prefix output."""
     collate = batches.collate
@@ -269,13 +286,15 @@ def _with_rows(batches: Batches, rows: Sequence[torch.Tensor], per_token: bool) 
 
 
 def _probe(model: nn.Module, modules: list[nn.Module], batches: Batches,
-           device: torch.device, per_token: bool) -> tuple[list[_Output] | None, str]:
-    """Run one batch for real and replayed; the frozen modules' output forms, or why not."""
+           device: torch.device, per_token: bool
+           ) -> tuple[list[_Output], tuple[int, ...]] | str:
+    """Run one batch for real and replayed: the frozen modules' output forms and the shape
+    of one recorded row (per token, or per example), or why the replay cannot work."""
     _, batch = next(batches.epoch())
     batch.pop("labels")
     batch = move(batch, device)
     if per_token and "attention_mask" not in batch:
-        return None, "the text batches have no attention_mask to locate real tokens"
+        return "the text batches have no attention_mask to locate real tokens"
     outputs: dict[int, Any] = {}
     hooks = [m.register_forward_hook(lambda m, _a, out: outputs.__setitem__(id(m), out))
              for m in modules]  # (a hook that returns a value would replace the output)
@@ -288,8 +307,9 @@ def _probe(model: nn.Module, modules: list[nn.Module], batches: Batches,
             h.remove()
         forms = [_output_form(outputs.get(id(m))) for m in modules]
         if any(f is None for f in forms):
-            return None, "a frozen module returns more than one tensor"
+            return "a frozen module returns more than one tensor"
         last = _first_tensor(outputs[id(modules[-1])])
+        unit = tuple(last.shape[2:] if per_token else last.shape[1:])
         mask = batch.get("attention_mask") if per_token else None
         if mask is not None:
             last = _pad_rows([last[i][mask[i].bool()] for i in range(len(last))], mask)
@@ -302,8 +322,8 @@ def _probe(model: nn.Module, modules: list[nn.Module], batches: Batches,
         model.train(was_training)
     if not torch.allclose(expected, replayed, rtol=1e-4, atol=1e-4):
         gap = (expected - replayed).abs().max().item()
-        return None, f"replaying the frozen layers changed the logits by {gap:.1e}"
-    return forms, ""  # type: ignore[return-value]
+        return f"replaying the frozen layers changed the logits by {gap:.1e}"
+    return forms, unit  # type: ignore[return-value]
 
 
 def prefix_cache(model: nn.Module, prefix: list[LayerGroup], train: Batches, val: Batches,
@@ -325,22 +345,26 @@ def prefix_cache(model: nn.Module, prefix: list[LayerGroup], train: Batches, val
     """
     start = time.perf_counter()
     modules = [m for g in prefix for m in g.modules]
-    forms, why = _probe(model, modules, train, device, per_token)
-    if forms is None:
-        return why
-    rows = {"train": record(model, modules[-1], train, device, inputs=False,
-                            per_token=per_token)}
-    seconds = time.perf_counter() - start
-    rows["val"] = record(model, modules[-1], val, device, inputs=False, per_token=per_token)
-    size_mb = sum(r.numel() * r.element_size() for split in rows.values()
-                  for r in split) / 2**20
+    probed = _probe(model, modules, train, device, per_token)
+    if isinstance(probed, str):
+        return probed
+    forms, unit = probed
+    shapes = {name: _row_shapes(b, unit, per_token) for name, b in (("train", train),
+                                                                    ("val", val))}
+    size_mb = 4 * sum(math.prod(s) for split in shapes.values() for s in split) / 2**20
+    stores: dict[str, DiskRows] = {}
     where = f"{size_mb:.0f} MB in memory"
-    if size_mb > memory_mb:
+    if size_mb > memory_mb:  # decided before recording: the budget holds while recording too
         if train.world > 1:
             return (f"the cache needs {size_mb:.0f} MB, over train.cache_memory_mb="
                     f"{memory_mb:g}, and a file cache is not shared between processes")
-        rows = {name: DiskRows(spill_dir / f"{name}.npy", r) for name, r in rows.items()}
-        where = (f"{size_mb:.0f} MB in {spill_dir} (over train.cache_memory_mb={memory_mb:g})")
+        stores = {name: DiskRows(spill_dir / f"{name}.npy", s) for name, s in shapes.items()}
+        where = f"{size_mb:.0f} MB in {spill_dir} (over train.cache_memory_mb={memory_mb:g})"
+    rows = {"train": record(model, modules[-1], train, device, inputs=False,
+                            per_token=per_token, store=stores.get("train"))}
+    seconds = time.perf_counter() - start
+    rows["val"] = record(model, modules[-1], val, device, inputs=False, per_token=per_token,
+                         store=stores.get("val"))
     names = ", ".join(g.name for g in prefix)
     return PrefixCache(_with_rows(train, rows["train"], per_token),
                        _with_rows(val, rows["val"], per_token),
