@@ -40,6 +40,7 @@ from torch import nn
 
 from warmstart.config import TrainConfig
 from warmstart.data.batches import Batches
+from warmstart.data.rows import DiskRows
 from warmstart.distributed import current, gather_all
 from warmstart.evaluate import move
 from warmstart.models.base import Adapter, LayerGroup, logits_of
@@ -99,11 +100,7 @@ def record(model: nn.Module, module: nn.Module, batches: Batches, device: torch.
             with contextlib.suppress(_Stop):
                 model(**move(batch, device))
             out = captured[0].cpu()
-            if per_token:
-                mask = batch["attention_mask"].bool()
-                rows = [out[i][mask[i]].clone() for i in range(len(ids))]
-            else:
-                rows = [row.clone() for row in out]
+            rows = _split_rows(out, batch["attention_mask"] if per_token else None)
             if store is not None:
                 for i, row in zip(ids, rows):
                     store.put(i, row)
@@ -150,32 +147,11 @@ def frozen_prefix(adapter: Adapter, plan: Plan) -> list[LayerGroup]:
     return prefix
 
 
-class DiskRows(Sequence[torch.Tensor]):
-    """Cached rows in one file, read back through a memory map (caches over the budget).
-
-    The operating system keeps what fits in its page cache, so a cache slightly too big for
-    the budget costs little, and one far too big still beats recomputing the frozen layers.
-    """
-
-    def __init__(self, path: Path, shapes: list[tuple[int, ...]]) -> None:
-        self.shapes = shapes
-        sizes = [math.prod(shape) for shape in shapes]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.data = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                              shape=(int(self.offsets[-1]),))
-
-    def put(self, i: int, row: torch.Tensor) -> None:
-        """Write example `i`'s row (of the shape given for it)."""
-        assert tuple(row.shape) == self.shapes[i], (row.shape, self.shapes[i])
-        self.data[self.offsets[i]:self.offsets[i + 1]] = row.float().reshape(-1).numpy()
-
-    def __len__(self) -> int:
-        return len(self.shapes)
-
-    def __getitem__(self, i: int) -> torch.Tensor:  # type: ignore[override]
-        start, end = self.offsets[i], self.offsets[i + 1]
-        return torch.from_numpy(np.array(self.data[start:end])).reshape(self.shapes[i])
+def _split_rows(out: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
+    """A batch's output as one row per example; with a `mask`, only its real tokens."""
+    if mask is None:
+        return [row.clone() for row in out]
+    return [out[i][m.bool()].clone() for i, m in enumerate(mask)]
 
 
 def _pad_rows(rows: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
@@ -311,8 +287,8 @@ def _probe(model: nn.Module, modules: list[nn.Module], batches: Batches,
         last = _first_tensor(outputs[id(modules[-1])])
         unit = tuple(last.shape[2:] if per_token else last.shape[1:])
         mask = batch.get("attention_mask") if per_token else None
-        if mask is not None:
-            last = _pad_rows([last[i][mask[i].bool()] for i in range(len(last))], mask)
+        if mask is not None:  # the round trip training will make: trimmed, then padded
+            last = _pad_rows(_split_rows(last, mask), mask)
         replay = Replay(model, modules, forms)  # type: ignore[arg-type]
         with torch.inference_mode(), replay.active():
             replayed = logits_of(model(**batch, **{PREFIX_KEY: last})).float()
