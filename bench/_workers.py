@@ -3,7 +3,7 @@
 `anchor`: the Hugging Face Trainer as its documentation teaches it (tokenise without padding,
 `DataCollatorWithPadding`, the default optimizer, a linear schedule with warmup, no evaluation
 during training), trained on the very examples warmstart trains on.
-`warmstart`: `warmstart.run.train` with the same settings.
+`warmstart`: `warmstart.training.run.train` with the same settings.
 
 Each worker writes one JSON result: training seconds, samples, tokens, peak RSS, test accuracy.
 """
@@ -154,8 +154,8 @@ def use_fused_adamw() -> None:
     """
     import torch
 
-    import warmstart.loop as ws_loop
-    from warmstart.optim import build_optimizer
+    import warmstart.training.loop as ws_loop
+    from warmstart.training.optim import build_optimizer
 
     def fused(groups: Any, cfg: Any, lr: float) -> torch.optim.AdamW:
         slow = build_optimizer(groups, cfg, lr)
@@ -182,7 +182,7 @@ def run_warmstart(case: Case, variant: str | None = None) -> dict[str, Any]:
     """
     import torch
 
-    import warmstart.run as ws_run
+    import warmstart.training.run as ws_run
     from warmstart.config import load_config
     from warmstart.strategies import STRATEGIES
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     from warmstart.config import load_config
-    from warmstart.run import train
+    from warmstart.training.run import train
 
     rows = []
     for seed in args.seeds:

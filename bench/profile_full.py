@@ -65,14 +65,14 @@ class ProfilerSteps:
 
 def profile_warmstart(case: Case, steps: int) -> tuple[Any, list[float]]:
     """Profile `steps` optimizer steps of warmstart's `fit` on `case`."""
-    from warmstart.callbacks import Callbacks
     from warmstart.config import load_config
     from warmstart.data import load_task
-    from warmstart.distributed import Dist
-    from warmstart.loop import fit
     from warmstart.models import build_model
-    from warmstart.run import batches_for, seed_everything
     from warmstart.strategies import STRATEGIES
+    from warmstart.training.callbacks import Callbacks
+    from warmstart.training.distributed import Dist
+    from warmstart.training.loop import fit
+    from warmstart.training.run import batches_for, seed_everything
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, warmstart_overrides(case, Path(tmp)))

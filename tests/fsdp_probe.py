@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from warmstart import distributed
 from warmstart.config import ModelConfig, OptimConfig, StrategyConfig
 from warmstart.models import build_model
-from warmstart.optim import build_optimizer
 from warmstart.strategies import STRATEGIES
+from warmstart.training import distributed
+from warmstart.training.optim import build_optimizer
 
 
 def main() -> None:

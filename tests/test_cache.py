@@ -12,14 +12,14 @@ import torch
 from conftest import make_rows, write_csv
 from torch import nn
 
-import warmstart.cache
-import warmstart.run
-from warmstart.cache import _output_form, frozen_prefix, prefix_cache
+import warmstart.training.cache
+import warmstart.training.run
 from warmstart.config import ModelConfig, StrategyConfig, load_config
 from warmstart.data.batches import Batches
 from warmstart.models import build_model
 from warmstart.models.base import LayerGroup
 from warmstart.strategies import STRATEGIES
+from warmstart.training.cache import _output_form, frozen_prefix, prefix_cache
 
 TINY_TEXT = ["model.name=tiny-bert", "train.epochs=2", "train.batch_size=8", "optim.lr=1e-2",
              "strategy.name=partial", "strategy.k=1", "output.save_model=false"]
@@ -48,13 +48,13 @@ def built(monkeypatch):
         adapters.append(adapter)
         return adapter
 
-    monkeypatch.setattr(warmstart.run, "build_model", keep)
+    monkeypatch.setattr(warmstart.training.run, "build_model", keep)
     return adapters, calls
 
 
 def _train(tmp_path, base, name, *extra):
     cfg = load_config(None, [*base, f"output.dir={tmp_path}", f"output.name={name}", *extra])
-    return warmstart.run.train(cfg, quiet=True)
+    return warmstart.training.run.train(cfg, quiet=True)
 
 
 def _state(adapter):
@@ -89,13 +89,13 @@ def test_a_cache_over_the_memory_budget_goes_to_a_file_and_is_removed(tmp_path, 
                                                                         monkeypatch):
     adapters, _ = built
     spilled = []
-    original = warmstart.cache.DiskRows.__init__
+    original = warmstart.training.cache.DiskRows.__init__
 
     def spy(self, path, shapes):
         spilled.append(path)
         original(self, path, shapes)
 
-    monkeypatch.setattr(warmstart.cache.DiskRows, "__init__", spy)
+    monkeypatch.setattr(warmstart.training.cache.DiskRows, "__init__", spy)
     base = [*TINY_TEXT, f"data.name={data}"]
     in_memory = _train(tmp_path, base, "memory")
     on_disk = _train(tmp_path, base, "disk", "train.cache_memory_mb=0.001")
@@ -117,7 +117,7 @@ def test_frozen_prefix_runs_in_eval_mode_without_the_cache(tmp_path, data, built
         adapters.append(adapter)
         return adapter
 
-    warmstart.run.build_model = spy  # the `built` fixture's monkeypatch restores it
+    warmstart.training.run.build_model = spy  # the `built` fixture's monkeypatch restores it
     _train(tmp_path, [*TINY_TEXT, f"data.name={data}"], "plain", "train.cache=false")
     assert seen and not any(seen)  # no dropout in a frozen group, in any step
 

@@ -17,9 +17,9 @@ from conftest import make_rows, write_csv
 from rich.console import Console
 from test_report import assert_report_ok, check_table_against_summaries, needs_chromium
 
-from warmstart import compare
+from warmstart.choose import compare
+from warmstart.choose.compare import DEMO_STRATEGIES, parse_seeds, parse_spec, split_specs
 from warmstart.cli import main
-from warmstart.compare import DEMO_STRATEGIES, parse_seeds, parse_spec, split_specs
 from warmstart.errors import WarmstartError
 
 TINY = ["model.name=tiny-bert", "train.epochs=1", "train.batch_size=8", "optim.lr=1e-3"]

@@ -19,13 +19,13 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-import warmstart.loop as loop_mod
+import warmstart.training.loop as loop_mod
 from warmstart.config import OptimConfig, TrainConfig, load_config
 from warmstart.data.batches import Batches
-from warmstart.loop import fit, should_stop
-from warmstart.optim import SCHEDULES, make_schedule
-from warmstart.run import class_weights_for, resolve_precision, train
 from warmstart.strategies.base import ParamGroup, Plan
+from warmstart.training.loop import fit, should_stop
+from warmstart.training.optim import SCHEDULES, make_schedule
+from warmstart.training.run import class_weights_for, resolve_precision, train
 
 TESTS = Path(__file__).resolve().parent
 
@@ -160,7 +160,7 @@ def test_should_stop_respects_min_delta_and_mode():
 def test_precision_defaults_to_fp32_on_cpu_and_warns_for_bf16(monkeypatch, caplog):
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr("warmstart.run.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("warmstart.training.run.cpu_has_native_bf16", lambda: False)
     with caplog.at_level(logging.WARNING, logger="warmstart"):
         assert resolve_precision("bf16", cpu) == "bf16"
     assert "train.precision=bf16" in caplog.text

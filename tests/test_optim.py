@@ -7,8 +7,14 @@ import torch
 from torch import nn
 
 from warmstart.config import OptimConfig
-from warmstart.optim import build_optimizer, group_lrs, linear_schedule, make_schedule, set_lr
-from warmstart.strategies.base import ParamGroup
+from warmstart.training.optim import (
+    ParamGroup,
+    build_optimizer,
+    group_lrs,
+    linear_schedule,
+    make_schedule,
+    set_lr,
+)
 
 
 def test_linear_schedule_warms_up_then_decays_to_zero():

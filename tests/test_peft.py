@@ -15,13 +15,13 @@ import torch
 from conftest import make_rows, write_csv
 from safetensors.torch import load_file
 
-import warmstart.run
+import warmstart.training.run
 from warmstart.cli import main
 from warmstart.config import ModelConfig, StrategyConfig, load_config
 from warmstart.errors import WarmstartError
-from warmstart.export import export
 from warmstart.models import build_model, load_adapter, logits_of
-from warmstart.predict import logits_for, predict
+from warmstart.ship.export import export
+from warmstart.ship.predict import logits_for, predict
 from warmstart.strategies import STRATEGIES, train_mode
 
 peft = pytest.importorskip("peft")
@@ -170,7 +170,7 @@ def rows():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, rows):
-    """Each of RUNS trained through `warmstart.run.train`, with the adapter it trained."""
+    """Each of RUNS trained through `warmstart.training.run.train`, with the adapter it trained."""
     root = tmp_path_factory.mktemp("runs")
     data = write_csv(root / "toy.csv", rows)
     out = {}
@@ -185,11 +185,11 @@ def runs(tmp_path_factory, rows):
                                  f"data.name={data}", "train.epochs=2", "train.batch_size=8",
                                  "optim.lr=1e-2", f"output.dir={root}", f"output.name={key}",
                                  *extra])
-        original, warmstart.run.build_model = warmstart.run.build_model, keep
+        original, warmstart.training.run.build_model = warmstart.training.run.build_model, keep
         try:
-            warmstart.run.train(cfg, quiet=True)
+            warmstart.training.run.train(cfg, quiet=True)
         finally:
-            warmstart.run.build_model = original
+            warmstart.training.run.build_model = original
         built[0].module.eval()
         out[key] = (root / key, built[0], cfg)
     return out

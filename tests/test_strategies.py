@@ -19,10 +19,10 @@ from warmstart.data.batches import Batches
 from warmstart.errors import WarmstartError
 from warmstart.models import build_model
 from warmstart.models.base import Adapter, LayerGroup, logits_of
-from warmstart.optim import build_optimizer
 from warmstart.strategies import STRATEGIES, train_mode
 from warmstart.strategies.discriminative import importance
 from warmstart.strategies.features import MAX_ITER, C, fit_linear
+from warmstart.training.optim import build_optimizer
 
 TINY_MODELS = ["tiny-bert", "tiny-cnn"]
 

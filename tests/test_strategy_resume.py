@@ -13,7 +13,7 @@ from test_controls import _cli
 
 from warmstart.config import ModelConfig, load_config
 from warmstart.models import build_model
-from warmstart.run import seed_everything, train
+from warmstart.training.run import seed_everything, train
 
 COMMON = ["data.name=digits", "data.limit=120", "model.image_size=16", "train.epochs=4",
           "train.batch_size=8", "optim.lr=3e-3", "checkpoint.keep_last=10", "train.threads=1",
@@ -71,8 +71,8 @@ def test_l2sp_pulls_weights_toward_their_pretrained_values(tmp_path):
 @pytest.mark.parametrize("l1", [0.0, 1e-3])
 def test_l1_penalty_is_added_only_when_asked(l1):
     from warmstart.config import RegularizeConfig
-    from warmstart.regularize import make_penalty
     from warmstart.strategies import STRATEGIES
+    from warmstart.training.regularize import make_penalty
 
     adapter = build_model(ModelConfig(name="tiny-cnn"), 3)
     plan = STRATEGIES.get("full")(adapter, load_config(None, []).strategy)

@@ -1,6 +1,6 @@
-"""End to end: every registered strategy through `warmstart.run.train` on tiny-bert.
+"""End to end: every registered strategy through `warmstart.training.run.train` on tiny-bert.
 
-Each run builds its own model inside `train`; the tests wrap `warmstart.run.build_model` to
+Each run builds its own model inside `train`; the tests wrap `warmstart.training.run.build_model` to
 keep a handle on that model and look at it after the run (what trains, how often it ran).
 """
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import make_rows, write_csv
 
-import warmstart.run
+import warmstart.training.run
 from warmstart.config import ModelConfig, StrategyConfig, load_config
 from warmstart.models import build_model, load_adapter
-from warmstart.predict import logits_for, predict
+from warmstart.ship.predict import logits_for, predict
 from warmstart.strategies import STRATEGIES
 
 EPOCHS = 2
@@ -41,7 +41,7 @@ def built(monkeypatch):
         adapters.append(build_model(cfg, num_labels))
         return adapters[-1]
 
-    monkeypatch.setattr(warmstart.run, "build_model", keep)
+    monkeypatch.setattr(warmstart.training.run, "build_model", keep)
     return adapters
 
 
@@ -49,7 +49,7 @@ def _train(tmp_path, data, name, *extra, save=False):
     cfg = load_config(None, [*TINY, f"data.name={data}", f"strategy.name={name}",
                              f"output.dir={tmp_path}", f"output.name={name}",
                              f"output.save_model={str(save).lower()}", *extra])
-    return cfg, warmstart.run.train(cfg, quiet=True)
+    return cfg, warmstart.training.run.train(cfg, quiet=True)
 
 
 def _trainable(module):
@@ -116,7 +116,7 @@ def test_features_runs_the_backbone_once_per_example(tmp_path, data, rows, monke
         counters.append((adapter, _count_backbone_examples(adapter)))
         return adapter
 
-    monkeypatch.setattr(warmstart.run, "build_model", build_and_count)
+    monkeypatch.setattr(warmstart.training.run, "build_model", build_and_count)
     _, summary = _train(tmp_path, data, "features", "train.epochs=3",
                         f"strategy.classifier={classifier}", save=True)
     n = summary["examples"]

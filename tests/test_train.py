@@ -11,8 +11,8 @@ from conftest import make_rows, write_csv
 
 from warmstart.cli import main
 from warmstart.config import load_config
-from warmstart.predict import evaluate_file, predict
-from warmstart.run import train
+from warmstart.ship.predict import evaluate_file, predict
+from warmstart.training.run import train
 
 TINY = ["model.name=tiny-bert", "train.epochs=4", "train.batch_size=8", "optim.lr=1e-2",
         "optim.warmup_ratio=0.1", "log.every=1"]

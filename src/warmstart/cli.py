@@ -35,7 +35,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 def cmd_train(args: argparse.Namespace) -> int:
     from warmstart.config import load_config
-    from warmstart.run import train
+    from warmstart.training.run import train
 
     if args.resume:
         # The run continues exactly as configured: its saved config is the only config.
@@ -58,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from warmstart.predict import evaluate_file
+    from warmstart.ship.predict import evaluate_file
 
     metrics = evaluate_file(args.run, args.data)
     text = json.dumps(metrics, indent=2)
@@ -89,7 +89,7 @@ def _write_predictions(rows: list[dict[str, Any]], inputs: list[Any], output: st
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from warmstart.predict import predict
+    from warmstart.ship.predict import predict
 
     if bool(args.text) == bool(args.input):
         raise WarmstartError("give either --text \"...\" (repeatable) or --input FILE")
@@ -104,7 +104,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from warmstart.export import export
+    from warmstart.ship.export import export
 
     out = export(args.run, args.out, merge=args.merge)
     print(f"{'merged model' if args.merge else 'model'} of {args.run} written to {out}")
@@ -128,7 +128,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from warmstart.compare import (
+    from warmstart.choose.compare import (
         DEMO_OVERRIDES,
         compare,
         registered_demo_strategies,
@@ -146,7 +146,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                   else registered_demo_strategies(Console(stderr=True, quiet=args.quiet)))
     ray = None
     if args.ray is not None:
-        from warmstart.raysweep import RayOptions
+        from warmstart.choose.raysweep import RayOptions
 
         ray = RayOptions(args.ray, args.ray_cpus, args.ray_gpus)
     compare(args.config, overrides, strategies, args.seeds,

@@ -14,8 +14,8 @@ from typing import Any
 
 from rich.console import Console
 
-from warmstart.checkpoint import atomic_write_text
 from warmstart.config import RunConfig
+from warmstart.files import atomic_write_text
 from warmstart.report import charts
 from warmstart.report.html import Chart, page, results_table
 from warmstart.report.table import (

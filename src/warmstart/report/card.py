@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from warmstart.checkpoint import atomic_write_text
 from warmstart.config import RunConfig, StrategyConfig
+from warmstart.files import atomic_write_text
 
 Summary = dict[str, Any]
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from warmstart.models.base import Adapter
-from warmstart.strategies.base import ParamGroup
+from warmstart.training.optim import ParamGroup
 
 # Normalisation layers whose parameters are per-channel scales and shifts. RMSNorm only
 # exists in newer torch releases, hence the getattr.

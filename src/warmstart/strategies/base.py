@@ -21,15 +21,7 @@ from warmstart.config import StrategyConfig
 from warmstart.data.batches import Batches
 from warmstart.models.base import Adapter, LayerGroup
 from warmstart.registry import Registry
-
-
-@dataclass
-class ParamGroup:
-    """Parameters that share a learning-rate scale (usually one layer group)."""
-
-    name: str
-    params: list[nn.Parameter]
-    lr_scale: float = 1.0
+from warmstart.training.optim import ParamGroup
 
 
 @dataclass

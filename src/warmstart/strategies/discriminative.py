@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmstart import distributed
 from warmstart.config import StrategyConfig
 from warmstart.data.batches import Batches
-from warmstart.evaluate import move
 from warmstart.models.base import Adapter, logits_of
 from warmstart.strategies.base import STRATEGIES, ParamGroup, Plan, group_plan, set_trainable
+from warmstart.tensors import move
+from warmstart.training import distributed
 
 log = logging.getLogger("warmstart")
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from warmstart.checkpoint import atomic_dir, commit_dir, is_finished
 from warmstart.errors import WarmstartError
+from warmstart.files import atomic_dir, commit_dir
 from warmstart.models.base import read_model_file
+from warmstart.training.checkpoint import is_finished
 
 
 def export(run_dir: str | Path, out_dir: str | Path, merge: bool = False) -> Path:

@@ -38,14 +38,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from rich.console import Console
 
-from warmstart.checkpoint import SUMMARY, is_finished
 from warmstart.config import RunConfig, StrategyConfig, all_keys, from_dict, load_config
 from warmstart.errors import WarmstartError, did_you_mean
 from warmstart.report.build import Groups, write_reports
 from warmstart.report.card import write_model_card
+from warmstart.training.checkpoint import SUMMARY, is_finished
 
 if TYPE_CHECKING:
-    from warmstart.raysweep import RayOptions
+    from warmstart.choose.raysweep import RayOptions
 
 # The demo (`warmstart compare` with no arguments) must finish in under 10 minutes on a
 # 2-core CPU, so it trains little: one epoch over 600 examples (stratified, 120 per topic) at
@@ -290,7 +290,7 @@ def run_comparison(runs: list[PlannedRun], out: Path, console: Console,
     """Train (or reuse) every planned run, one after another here or in parallel on Ray;
     {spec text: [(run name, summary), ...]}."""
     if ray is not None:
-        from warmstart.raysweep import run_on_ray
+        from warmstart.choose.raysweep import run_on_ray
 
         results = run_on_ray(runs, out / "logs", ray, console)
     else:

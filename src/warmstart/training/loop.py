@@ -22,16 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from warmstart import distributed
-from warmstart.callbacks import Callbacks, State
-from warmstart.checkpoint import Checkpointer, restore_rng
 from warmstart.config import OptimConfig, TrainConfig
 from warmstart.data.batches import Batches
 from warmstart.errors import WarmstartError
-from warmstart.evaluate import evaluate, move
 from warmstart.models.base import logits_of
-from warmstart.optim import build_optimizer, make_schedule, set_lr
 from warmstart.strategies.base import ParamGroup, Plan, train_mode
+from warmstart.tensors import move
+from warmstart.training import distributed
+from warmstart.training.callbacks import Callbacks, State
+from warmstart.training.checkpoint import Checkpointer, restore_rng
+from warmstart.training.evaluate import evaluate
+from warmstart.training.optim import build_optimizer, make_schedule, set_lr
 
 
 @dataclass

@@ -23,7 +23,7 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 if TYPE_CHECKING:
-    from warmstart.strategies.base import ParamGroup
+    from warmstart.training.optim import ParamGroup
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class RayOptions:
 
 def _train_one(run: Any, log_dir: Path) -> tuple[dict[str, Any], bool, float]:
     """A Ray task: train (or reuse) one planned run; (summary, was it trained, seconds)."""
-    from warmstart.compare import ensure_run
+    from warmstart.choose.compare import ensure_run
 
     started = time.perf_counter()
     summary, trained = ensure_run(run, log_dir)

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from warmstart.config import OptimConfig
-from warmstart.strategies.base import ParamGroup
+
+
+@dataclass
+class ParamGroup:
+    """Parameters that share a learning-rate scale (usually one layer group)."""
+
+    name: str
+    params: list[nn.Parameter]
+    lr_scale: float = 1.0
+
 
 Schedule = Callable[[int], float]  # step (0-based) -> multiplier of the base lr
 

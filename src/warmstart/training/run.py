@@ -24,34 +24,31 @@ from rich.console import Console
 from rich.table import Table
 
 import warmstart
-from warmstart import distributed
-from warmstart.cache import prepare
-from warmstart.callbacks import Callbacks, MetricsLog, ProgressDisplay, log_sinks
-from warmstart.checkpoint import (
-    SUMMARY,
-    Checkpointer,
-    atomic_dir,
-    atomic_write_json,
-    atomic_write_text,
-    commit_dir,
-    is_finished,
-    load_best,
-    load_checkpoint,
-)
 from warmstart.config import RunConfig, dump_config
 from warmstart.data import load_task
 from warmstart.data.base import Examples
 from warmstart.data.batches import Batches
-from warmstart.distributed import Dist
 from warmstart.errors import WarmstartError
-from warmstart.evaluate import evaluate
-from warmstart.loop import Resume, fit
+from warmstart.files import atomic_dir, atomic_write_json, atomic_write_text, commit_dir
 from warmstart.models import build_model
 from warmstart.models.base import Adapter
-from warmstart.optim import group_lrs
-from warmstart.regularize import make_penalty
 from warmstart.report.card import write_model_card
 from warmstart.strategies import STRATEGIES
+from warmstart.training import distributed
+from warmstart.training.cache import prepare
+from warmstart.training.callbacks import Callbacks, MetricsLog, ProgressDisplay, log_sinks
+from warmstart.training.checkpoint import (
+    SUMMARY,
+    Checkpointer,
+    is_finished,
+    load_best,
+    load_checkpoint,
+)
+from warmstart.training.distributed import Dist
+from warmstart.training.evaluate import evaluate
+from warmstart.training.loop import Resume, fit
+from warmstart.training.optim import group_lrs
+from warmstart.training.regularize import make_penalty
 
 log = logging.getLogger("warmstart")
 

@@ -9,14 +9,14 @@ import numpy as np
 import torch
 import yaml
 
-from warmstart.checkpoint import is_finished
 from warmstart.config import RunConfig, from_dict
 from warmstart.data.batches import Batches
 from warmstart.data.readers import read_table
 from warmstart.errors import WarmstartError
-from warmstart.evaluate import metrics_from_logits, predict_logits
 from warmstart.models import load_adapter
 from warmstart.models.base import Adapter
+from warmstart.training.checkpoint import is_finished
+from warmstart.training.evaluate import metrics_from_logits, predict_logits
 
 
 def load_run(run_dir: str | Path) -> tuple[Adapter, list[str], RunConfig]:

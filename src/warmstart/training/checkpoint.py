@@ -1,8 +1,6 @@
-"""Files of a run directory, written atomically (temporary file, then rename), and the
-checkpoints that make `warmstart train --resume` continue a run exactly.
-
-A reader never sees half a file: a run killed mid-write leaves the previous version or none.
-`summary.json` is written last, so its presence is what marks a run as finished.
+"""The checkpoints that make `warmstart train --resume` continue a run exactly, written
+atomically (`files.py`). `summary.json` is written last, so its presence is what marks a run
+as finished.
 
 A checkpoint holds everything the loop's future depends on: weights, optimizer moments, the
 step/epoch/micro-batch counters, the history so far, the RNG state (dropout), and how long
@@ -12,7 +10,6 @@ and of the step, so they need no saving.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -22,42 +19,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from warmstart.distributed import Dist
+from warmstart.files import atomic_dir, commit_dir
+from warmstart.training.distributed import Dist
 
 SUMMARY = "summary.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """JSON (indented, for people to read) written atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2, default=float) + "\n")
-
-
-def atomic_dir(final: Path) -> Path:
-    """A fresh temporary sibling folder; `commit_dir` moves it to `final` in one rename."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-
-
-def commit_dir(tmp: Path, final: Path) -> None:
-    """Replace `final` with the finished folder `tmp`."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
 
 
 def is_finished(run_dir: Path) -> bool:

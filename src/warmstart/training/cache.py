@@ -41,10 +41,10 @@ from torch import nn
 from warmstart.config import TrainConfig
 from warmstart.data.batches import Batches
 from warmstart.data.rows import DiskRows
-from warmstart.distributed import current, gather_all
-from warmstart.evaluate import move
 from warmstart.models.base import Adapter, LayerGroup, logits_of
 from warmstart.strategies.base import Plan
+from warmstart.tensors import move
+from warmstart.training.distributed import current, gather_all
 
 PREFIX_KEY = "prefix"  # the batch key that carries a frozen prefix's recorded output
 

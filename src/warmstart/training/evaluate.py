@@ -19,13 +19,9 @@ from sklearn.metrics import (
 from torch import nn
 
 from warmstart.data.batches import Batches
-from warmstart.distributed import current, gather_all
 from warmstart.models.base import logits_of
-
-
-def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch's tensors on `device`."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+from warmstart.tensors import move
+from warmstart.training.distributed import current, gather_all
 
 
 @torch.inference_mode()

@@ -1,0 +1,1 @@
+"""Using a finished run: predictions and evaluation on new data, export."""
