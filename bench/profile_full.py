@@ -64,31 +64,26 @@ class ProfilerSteps:
 
 
 def profile_warmstart(case: Case, steps: int) -> tuple[Any, list[float]]:
-    """Profile `steps` optimizer steps of warmstart's `fit` on `case`."""
+    """Profile `steps` optimizer steps of warmstart's `fit` on `case`, set up as `train` does it
+    (the same session: cache, penalty, class weights, calibration)."""
     from warmstart.config import load_config
-    from warmstart.data import load_task
-    from warmstart.models import build_model
-    from warmstart.strategies import STRATEGIES
+    from warmstart.training.cache import prepare
     from warmstart.training.callbacks import Callbacks
-    from warmstart.training.distributed import Dist
     from warmstart.training.loop import fit
-    from warmstart.training.run import batches_for, seed_everything
+    from warmstart.training.session import setup
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(None, warmstart_overrides(case, Path(tmp)))
-        seed_everything(cfg.train.seed)
-        data = load_task(cfg.data, cfg.train.seed)
-        adapter = build_model(cfg.model, len(data.label_names))
-        plan = STRATEGIES.get(cfg.strategy.name)(adapter, cfg.strategy)
-        place = Dist()
-        train_b = batches_for(adapter, data.train, cfg, train=True, place=place)
-        val_b = batches_for(adapter, data.validation, cfg, train=False, place=place)
+        session = setup(cfg, device_name="cpu")
+        ready = prepare(session.adapter, session.plan, session.train, session.val,
+                        session.device, cfg.train, Path(tmp) / "cache")
         with profile(activities=[ProfilerActivity.CPU],
                      schedule=schedule(wait=WAIT, warmup=WARMUP, active=steps, repeat=1)) as prof:
             stepper = ProfilerSteps(prof)
-            fit(adapter.module, plan, train_b, val_b, optim_cfg=cfg.optim, train_cfg=cfg.train,
-                lr=cfg.optim.lr, device=torch.device("cpu"), label_names=data.label_names,
-                callbacks=Callbacks([stepper]))
+            with ready.replay:
+                fit(ready.model, session.plan, ready.train, ready.val, session.loss_fn,
+                    session.score, session.settings, eval_modules=ready.eval_modules,
+                    callbacks=Callbacks([stepper]))
     return prof, stepper.step_times[WAIT + WARMUP: WAIT + WARMUP + steps]
 
 

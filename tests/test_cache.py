@@ -14,6 +14,7 @@ from torch import nn
 
 import warmstart.training.cache
 import warmstart.training.run
+import warmstart.training.session
 from warmstart.config import ModelConfig, StrategyConfig, load_config
 from warmstart.data.batches import Batches
 from warmstart.models import build_model
@@ -38,8 +39,8 @@ def built(monkeypatch):
     """Adapters built inside `train`, and how often each layer group's modules ran."""
     adapters, calls = [], {}
 
-    def keep(cfg, num_labels):
-        adapter = build_model(cfg, num_labels)
+    def keep(cfg, num_labels, seed=None):
+        adapter = build_model(cfg, num_labels, seed=seed)
         for group in adapter.groups:  # a leaf: a replayed module's own hooks still fire
             leaf = next(m for root in group.modules for m in root.modules()
                         if not list(m.children()) and list(m.parameters(recurse=False)))
@@ -48,7 +49,7 @@ def built(monkeypatch):
         adapters.append(adapter)
         return adapter
 
-    monkeypatch.setattr(warmstart.training.run, "build_model", keep)
+    monkeypatch.setattr(warmstart.training.session, "build_model", keep)
     return adapters, calls
 
 
@@ -110,14 +111,14 @@ def test_frozen_prefix_runs_in_eval_mode_without_the_cache(tmp_path, data, built
     adapters, _ = built
     seen = []
 
-    def spy(cfg, num_labels):
-        adapter = build_model(cfg, num_labels)
+    def spy(cfg, num_labels, seed=None):
+        adapter = build_model(cfg, num_labels, seed=seed)
         adapter.groups[0].modules[0].register_forward_hook(
             lambda m, *_: seen.append(m.training))
         adapters.append(adapter)
         return adapter
 
-    warmstart.training.run.build_model = spy  # the `built` fixture's monkeypatch restores it
+    warmstart.training.session.build_model = spy  # the `built` fixture's monkeypatch restores it
     _train(tmp_path, [*TINY_TEXT, f"data.name={data}"], "plain", "train.cache=false")
     assert seen and not any(seen)  # no dropout in a frozen group, in any step
 

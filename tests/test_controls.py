@@ -19,13 +19,15 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-import warmstart.training.loop as loop_mod
 from warmstart.config import OptimConfig, TrainConfig, load_config
 from warmstart.data.batches import Batches
-from warmstart.strategies.base import ParamGroup, Plan
-from warmstart.training.loop import fit, should_stop
-from warmstart.training.optim import SCHEDULES, make_schedule
-from warmstart.training.run import class_weights_for, resolve_precision, train
+from warmstart.strategies.base import Plan
+from warmstart.training.evaluate import evaluate
+from warmstart.training.loop import FitSettings, fit, should_stop
+from warmstart.training.loss import make_loss
+from warmstart.training.optim import SCHEDULES, ParamGroup, make_schedule
+from warmstart.training.run import train
+from warmstart.training.session import class_weights_for, resolve_precision
 
 TESTS = Path(__file__).resolve().parent
 
@@ -86,12 +88,23 @@ def _batches(bs, shuffle=True, n=48, accumulate=1):
                    seed=0, accumulate=accumulate)
 
 
-def _fit(model, train_b, val_b=None, **train_kw):
+def _score(model, batches):
+    return evaluate(model, batches, torch.device("cpu"), ["a", "b", "c"])
+
+
+def _run(model, train_b, val_b=None, *, optim=None, lr=1e-3, loss_fn=None, score=_score,
+         precision="fp32", **train_kw):
+    """`fit` with every parameter in one group, on the CPU."""
     plan = Plan([ParamGroup("all", list(model.parameters()))])
+    settings = FitSettings(optim or OptimConfig(), TrainConfig(**{"epochs": 1, **train_kw}), lr,
+                           torch.device("cpu"), precision)
     return fit(model, plan, train_b, val_b or _batches(16, shuffle=False),
-               optim_cfg=OptimConfig(warmup_ratio=0.0, schedule="constant"),
-               train_cfg=TrainConfig(**{"epochs": 1, **train_kw}), lr=1e-2,
-               device=torch.device("cpu"), label_names=["a", "b", "c"])
+               loss_fn or make_loss(), score, settings)
+
+
+def _fit(model, train_b, val_b=None, score=_score, **train_kw):
+    return _run(model, train_b, val_b, optim=OptimConfig(warmup_ratio=0.0, schedule="constant"),
+                lr=1e-2, score=score, **train_kw)
 
 
 def test_accumulating_four_micro_batches_equals_one_big_batch():
@@ -116,13 +129,9 @@ def test_gradient_clipping(kind):
 
     handle = register_optimizer_step_pre_hook(record)
     try:
-        model = Linear()
-        plan = Plan([ParamGroup("all", list(model.parameters()))])
         cfg = OptimConfig(clip_value=1e-3 if kind == "value" else None,
                           clip_norm=1e-3 if kind == "norm" else None)
-        fit(model, plan, _batches(8), _batches(16, shuffle=False), optim_cfg=cfg,
-            train_cfg=TrainConfig(epochs=1), lr=1e-3, device=torch.device("cpu"),
-            label_names=["a", "b", "c"])
+        _run(Linear(), _batches(8), optim=cfg)
     finally:
         handle.remove()
     assert len(seen) == 6
@@ -130,29 +139,32 @@ def test_gradient_clipping(kind):
     assert all(v[index] <= 1e-3 * (1 + 1e-5) for v in seen)
 
 
-def test_early_stopping_on_a_crafted_curve(monkeypatch):
+def test_early_stopping_on_a_crafted_curve():
     curve = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
     weights_at = {}
 
-    def fake_evaluate(model, batches, device, names, full=False):
+    def fake_score(model, batches):
         value = next(curve)
         weights_at[value] = model.head.weight.detach().clone()
         return {"accuracy": value, "loss": 1 - value, "f1_macro": value}
 
-    monkeypatch.setattr(loop_mod, "evaluate", fake_evaluate)
     model = Linear()
-    result = _fit(model, _batches(8), epochs=6, early_stopping=2)
+    result = _fit(model, _batches(8), score=fake_score, epochs=6, early_stopping=2)
     assert len(result.history) == 4  # epochs 3 and 4 did not beat epoch 2: stop
     assert result.stopped_early and result.best_epoch == 2
     assert torch.equal(result.best_state["head.weight"], weights_at[0.7])
 
 
 def test_should_stop_respects_min_delta_and_mode():
-    assert not should_stop([0.5, 0.6, 0.7], "accuracy", 1, 0.0)
-    assert should_stop([0.5, 0.6, 0.605], "accuracy", 1, 0.01)
-    assert should_stop([1.0, 0.8, 0.9, 0.85], "loss", 2, 0.0)
-    assert not should_stop([1.0, 0.8, 0.9, 0.7], "loss", 2, 0.0)
-    assert not should_stop([0.1, 0.1, 0.1], "accuracy", None, 0.0)
+    def stops(values, metric, patience, min_delta):
+        cfg = TrainConfig(metric=metric, early_stopping=patience, min_delta=min_delta)
+        return should_stop([{f"val_{metric}": v} for v in values], cfg)
+
+    assert not stops([0.5, 0.6, 0.7], "accuracy", 1, 0.0)
+    assert stops([0.5, 0.6, 0.605], "accuracy", 1, 0.01)
+    assert stops([1.0, 0.8, 0.9, 0.85], "loss", 2, 0.0)
+    assert not stops([1.0, 0.8, 0.9, 0.7], "loss", 2, 0.0)
+    assert not stops([0.1, 0.1, 0.1], "accuracy", None, 0.0)
 
 
 # ------------------------------------------------------------------ precision, class weights
@@ -160,18 +172,14 @@ def test_should_stop_respects_min_delta_and_mode():
 def test_precision_defaults_to_fp32_on_cpu_and_warns_for_bf16(monkeypatch, caplog):
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr("warmstart.training.run.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("warmstart.training.session.cpu_has_native_bf16", lambda: False)
     with caplog.at_level(logging.WARNING, logger="warmstart"):
         assert resolve_precision("bf16", cpu) == "bf16"
     assert "train.precision=bf16" in caplog.text
 
 
 def test_bf16_autocast_runs_on_cpu():
-    model = Linear()
-    plan = Plan([ParamGroup("all", list(model.parameters()))])
-    result = fit(model, plan, _batches(16), _batches(16, shuffle=False), optim_cfg=OptimConfig(),
-                 train_cfg=TrainConfig(epochs=1), lr=1e-3, device=torch.device("cpu"),
-                 label_names=["a", "b", "c"], precision="bf16")
+    result = _run(Linear(), _batches(16), precision="bf16")
     assert math.isfinite(result.history[0]["train_loss"])
 
 
@@ -189,13 +197,9 @@ def test_class_weights_balanced_and_given():
 
 def test_class_weights_change_the_training():
     a, b = Linear(), Linear()
-    plan_a = Plan([ParamGroup("all", list(a.parameters()))])
-    plan_b = Plan([ParamGroup("all", list(b.parameters()))])
-    common = dict(optim_cfg=OptimConfig(), train_cfg=TrainConfig(epochs=1), lr=1e-2,
-                  device=torch.device("cpu"), label_names=["a", "b", "c"])
-    fit(a, plan_a, _batches(8), _batches(16, shuffle=False), **common)
-    fit(b, plan_b, _batches(8), _batches(16, shuffle=False),
-        class_weights=torch.tensor([1.0, 0.2, 0.2]), **common)
+    _run(a, _batches(8), lr=1e-2)
+    _run(b, _batches(8), lr=1e-2,
+         loss_fn=make_loss(class_weights=torch.tensor([1.0, 0.2, 0.2])))
     assert not torch.allclose(a.head.bias, b.head.bias)
 
 

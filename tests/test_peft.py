@@ -23,6 +23,7 @@ from warmstart.models import build_model, load_adapter, logits_of
 from warmstart.ship.export import export
 from warmstart.ship.predict import logits_for, predict
 from warmstart.strategies import STRATEGIES, train_mode
+from warmstart.training.session import setup
 
 peft = pytest.importorskip("peft")
 from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
@@ -38,10 +39,9 @@ RUNS = {
 
 
 def _build(model_name, strategy, **options):
-    torch.manual_seed(0)
-    adapter = build_model(ModelConfig(name=model_name), num_labels=3)
+    adapter = build_model(ModelConfig(name=model_name), num_labels=3, seed=0)
     plan = STRATEGIES.get(strategy)(adapter, StrategyConfig(name=strategy, **options))
-    return adapter, plan
+    return plan.adapter, plan  # a PEFT strategy hands back a new, wrapped adapter
 
 
 def _inputs(adapter, n=6):
@@ -177,21 +177,23 @@ def runs(tmp_path_factory, rows):
     for key, (model_name, strategy, extra) in RUNS.items():
         built = []
 
-        def keep(cfg, num_labels, built=built):
-            built.append(build_model(cfg, num_labels))
+        def keep(cfg, *, place, device_name, resume, built=built):
+            built.append(setup(cfg, place=place, device_name=device_name, resume=resume))
             return built[-1]
 
         cfg = load_config(None, [f"model.name={model_name}", f"strategy.name={strategy}",
                                  f"data.name={data}", "train.epochs=2", "train.batch_size=8",
                                  "optim.lr=1e-2", f"output.dir={root}", f"output.name={key}",
                                  *extra])
-        original, warmstart.training.run.build_model = warmstart.training.run.build_model, keep
+        run = warmstart.training.run
+        original, run.setup = run.setup, keep
         try:
-            warmstart.training.run.train(cfg, quiet=True)
+            run.train(cfg, quiet=True)
         finally:
-            warmstart.training.run.build_model = original
-        built[0].module.eval()
-        out[key] = (root / key, built[0], cfg)
+            run.setup = original
+        trained = built[0].adapter  # the wrapped adapter the run trained
+        trained.module.eval()
+        out[key] = (root / key, trained, cfg)
     return out
 
 

@@ -22,6 +22,8 @@ from warmstart.models.base import Adapter, LayerGroup, logits_of
 from warmstart.strategies import STRATEGIES, train_mode
 from warmstart.strategies.discriminative import importance
 from warmstart.strategies.features import MAX_ITER, C, fit_linear
+from warmstart.training.cache import head_only
+from warmstart.training.loss import make_loss
 from warmstart.training.optim import build_optimizer
 
 TINY_MODELS = ["tiny-bert", "tiny-cnn"]
@@ -117,7 +119,7 @@ def test_llrd_scales_are_decay_to_the_distance_below_the_head():
 def test_probes_train_only_the_classifier_and_cache(strategy):
     adapter, plan = _plan("tiny-bert", name=strategy)
     assert _trainable_names(adapter) == {"classifier.weight", "classifier.bias"}
-    assert plan.cache_head_inputs and plan.solve is None
+    assert head_only(adapter, plan) and plan.solver is None
 
 
 def test_encoder_freezes_only_the_input_group():
@@ -134,12 +136,12 @@ def test_partial_k1_trains_exactly_the_last_block_and_head():
     assert _trainable_names(adapter) == _group_names(adapter, "block1", "head")
     assert "bert.pooler.dense.weight" in _trainable_names(adapter)  # the pooler joins block1
     assert [g.name for g in plan.groups] == ["block1", "head"]
-    assert "block1, head" in plan.notes and not plan.cache_head_inputs
+    assert "block1, head" in plan.notes and not head_only(adapter, plan)
 
 
 def test_partial_k0_is_a_cached_probe():
     adapter, plan = _plan("tiny-bert", name="partial", k=0)
-    assert _trainable_groups(adapter) == {"head"} and plan.cache_head_inputs
+    assert _trainable_groups(adapter) == {"head"} and head_only(adapter, plan)
 
 
 def test_partial_explicit_groups_override_k():
@@ -276,11 +278,11 @@ def test_discriminative_calibration_sets_scales_and_leaves_weights(measure, capl
     model = adapter.module
     before = {k: v.clone() for k, v in model.state_dict().items()}  # BN statistics included
     model.train()
-    plan.calibrate(_image_batches(16, seed=1), torch.device("cpu"))
+    scales = plan.calibrate(model, _image_batches(16, seed=1), torch.device("cpu"), make_loss())
     assert model.training  # the mode is restored
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
-    scales = [g.lr_scale for g in plan.groups]
+    assert [g.lr_scale for g in plan.with_scales(scales).groups] == scales
     assert all(0.2 <= s <= 1 for s in scales) and max(scales) == 1.0, scales
     assert len(set(scales)) > 1, scales  # not all left at the default
     assert f"head={scales[-1]:.3g}" in caplog.text  # and the user is told
@@ -288,9 +290,9 @@ def test_discriminative_calibration_sets_scales_and_leaves_weights(measure, capl
 
 def test_discriminative_scales_depend_on_the_data():
     def scales(seed):
-        _, plan = _plan("tiny-cnn", name="discriminative", min_scale=1e-9)
-        plan.calibrate(_image_batches(12, seed=seed), torch.device("cpu"))
-        return [g.lr_scale for g in plan.groups]
+        adapter, plan = _plan("tiny-cnn", name="discriminative", min_scale=1e-9)
+        return plan.calibrate(adapter.module, _image_batches(12, seed=seed),
+                              torch.device("cpu"), make_loss())
 
     assert scales(1) == scales(1)  # eval mode: no dropout, the same data gives the same scales
     assert scales(1) != scales(2)
@@ -306,7 +308,8 @@ def test_importance_is_the_mean_squared_gradient_per_element():
     expected = [sum(float(p.grad.pow(2).sum()) for p in g.params) /
                 sum(p.numel() for p in g.params) for g in plan.groups]
     adapter.module.zero_grad(set_to_none=True)
-    got = importance(adapter.module, plan.groups, batches, torch.device("cpu"), "fisher", 5)
+    got = importance(adapter.module, plan.groups, batches, torch.device("cpu"), make_loss(),
+                     "fisher", 5)
     assert got == pytest.approx(expected, rel=1e-5)
 
 
@@ -326,8 +329,8 @@ def _feature_batches(num_classes, n_per_class=20, dim=6):
 def test_sklearn_fit_is_copied_into_the_head(num_classes):
     batches = _feature_batches(num_classes)
     head = nn.Linear(6, num_classes)
-    fit_linear(head, batches)
     x = torch.stack(batches.encoded)
+    fit_linear(head, x.numpy(), batches.labels.numpy())
     mean, std = x.mean(0), x.std(0)
     ref = LogisticRegression(C=C, max_iter=MAX_ITER).fit(((x - mean) / std).numpy(),
                                                         batches.labels.numpy())
@@ -338,7 +341,8 @@ def test_sklearn_fit_is_copied_into_the_head(num_classes):
 
 def test_sklearn_leaves_classes_without_examples_unpredicted():
     head = nn.Linear(6, 4)  # class 3 never occurs in training
-    fit_linear(head, _feature_batches(3))
+    batches = _feature_batches(3)
+    fit_linear(head, torch.stack(batches.encoded).numpy(), batches.labels.numpy())
     with torch.no_grad():
         preds = head(torch.stack(_feature_batches(3).encoded)).argmax(1)
     assert (preds != 3).all() and torch.count_nonzero(head.weight[3]) == 0
@@ -350,4 +354,4 @@ def test_sklearn_needs_a_linear_head():
     with pytest.raises(WarmstartError, match="strategy.classifier"):
         STRATEGIES.get("features")(adapter, StrategyConfig(name="features", classifier="sklearn"))
     plan = STRATEGIES.get("features")(adapter, StrategyConfig(name="features"))  # torch: fine
-    assert plan.solve is None
+    assert plan.solver is None

@@ -13,7 +13,8 @@ from test_controls import _cli
 
 from warmstart.config import ModelConfig, load_config
 from warmstart.models import build_model
-from warmstart.training.run import seed_everything, train
+from warmstart.training.run import train
+from warmstart.training.session import seed_everything
 
 COMMON = ["data.name=digits", "data.limit=120", "model.image_size=16", "train.epochs=4",
           "train.batch_size=8", "optim.lr=3e-3", "checkpoint.keep_last=10", "train.threads=1",

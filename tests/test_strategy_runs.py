@@ -1,7 +1,8 @@
 """End to end: every registered strategy through `warmstart.training.run.train` on tiny-bert.
 
-Each run builds its own model inside `train`; the tests wrap `warmstart.training.run.build_model` to
-keep a handle on that model and look at it after the run (what trains, how often it ran).
+Each run builds its own model inside `train`; the tests wrap
+`warmstart.training.session.build_model` to keep a handle on that model and look at it after the
+run (what trains, how often it ran).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from conftest import make_rows, write_csv
 
 import warmstart.training.run
+import warmstart.training.session
 from warmstart.config import ModelConfig, StrategyConfig, load_config
 from warmstart.models import build_model, load_adapter
 from warmstart.ship.predict import logits_for, predict
@@ -37,11 +39,11 @@ def built(monkeypatch):
     """Adapters built inside `train`, in build order."""
     adapters = []
 
-    def keep(cfg, num_labels):
-        adapters.append(build_model(cfg, num_labels))
+    def keep(cfg, num_labels, seed=None):
+        adapters.append(build_model(cfg, num_labels, seed=seed))
         return adapters[-1]
 
-    monkeypatch.setattr(warmstart.training.run, "build_model", keep)
+    monkeypatch.setattr(warmstart.training.session, "build_model", keep)
     return adapters
 
 
@@ -86,7 +88,7 @@ def test_every_strategy_runs_and_reports_what_trains(tmp_path, data, built, stra
     if plan.calibrate is not None:  # scales set from data before the optimizer was built
         scales = [lr / summary["lr"]["base"] for lr in lrs.values()]
         assert max(scales) == pytest.approx(1.0) and len(set(scales)) > 1, scales
-    assert len(summary["history"]) == (1 if plan.solve else EPOCHS)
+    assert len(summary["history"]) == (1 if plan.solver else EPOCHS)
     assert 0 <= summary["test"]["accuracy"] <= 1
 
 
@@ -111,12 +113,12 @@ def test_features_runs_the_backbone_once_per_example(tmp_path, data, rows, monke
     """
     counters = []
 
-    def build_and_count(cfg, num_labels):
-        adapter = build_model(cfg, num_labels)
+    def build_and_count(cfg, num_labels, seed=None):
+        adapter = build_model(cfg, num_labels, seed=seed)
         counters.append((adapter, _count_backbone_examples(adapter)))
         return adapter
 
-    monkeypatch.setattr(warmstart.training.run, "build_model", build_and_count)
+    monkeypatch.setattr(warmstart.training.session, "build_model", build_and_count)
     _, summary = _train(tmp_path, data, "features", "train.epochs=3",
                         f"strategy.classifier={classifier}", save=True)
     n = summary["examples"]

@@ -60,6 +60,8 @@ class Adapter:
             label map and `warmstart_model.json` to a directory that
             `warmstart.models.load_adapter` restores offline.
         extra: adapter-specific values (e.g. the tokenizer, the image size).
+        seed: the torch seed the model was built with (the new head's initialisation, and
+            the weights of random test models); None when the caller seeded nothing.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Adapter:
     save: Callable[[Path, list[str]], None]
     lengths: Callable[[list[Any]], list[int]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -84,6 +87,10 @@ def logits_of(output: Any) -> torch.Tensor:
 # torch first, so the new head's initialisation follows the run's seed).
 ModelBuilder = Callable[[ModelConfig, int], Adapter]
 MODELS: Registry[ModelBuilder] = Registry("model")
+# How a saved model directory is restored, by the `source` in its warmstart_model.json; each
+# adapter module registers its own loader next to its `save`.
+Loader = Callable[[Path, dict[str, Any]], Adapter]
+LOADERS: Registry[Loader] = Registry("model source")
 
 
 # --------------------------------------------------------------------------- helpers for adapters

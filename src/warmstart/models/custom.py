@@ -18,7 +18,7 @@ from torch import nn
 
 from warmstart.config import ModelConfig
 from warmstart.errors import WarmstartError
-from warmstart.models.base import MODELS, Adapter, LayerGroup, check_groups, set_dropout
+from warmstart.models.base import LOADERS, MODELS, Adapter, LayerGroup, check_groups, set_dropout
 from warmstart.models.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -149,6 +149,7 @@ def _group_names(cfg: ModelConfig, net: nn.Module, head_name: str) -> list[str]:
     return names
 
 
+@LOADERS.register("custom", "custom torch modules: factory re-imported, weights loaded")
 def load_custom(directory: Path, meta: dict[str, Any]) -> Adapter:
     """Restore a saved custom model: re-import the factory, then load the saved weights."""
     cfg = ModelConfig(name=meta["name"], image_size=meta["image_size"], groups=meta["groups"],

@@ -15,7 +15,7 @@ from torch import nn
 
 from warmstart.config import ModelConfig
 from warmstart.errors import WarmstartError
-from warmstart.models.base import MODELS, Adapter, LayerGroup, check_groups, set_dropout
+from warmstart.models.base import LOADERS, MODELS, Adapter, LayerGroup, check_groups, set_dropout
 from warmstart.models.images import (
     PixelModel,
     image_collate,
@@ -106,6 +106,7 @@ def _adapter(cfg: ModelConfig, net: nn.Module, num_labels: int) -> Adapter:
     )
 
 
+@LOADERS.register(ARCH, "EfficientNet-Lite0 safetensors")
 def load_efficientnet(directory: Path, meta: dict[str, Any]) -> Adapter:
     """Restore a saved EfficientNet-Lite0 (the ImageNet .pth is not read)."""
     net = _network(num_classes=meta["num_labels"])

@@ -17,6 +17,7 @@ from pathlib import Path
 from warmstart.errors import WarmstartError
 from warmstart.files import atomic_dir, commit_dir
 from warmstart.models.base import read_model_file
+from warmstart.models.peft import merged
 from warmstart.training.checkpoint import is_finished
 
 
@@ -50,9 +51,7 @@ def export(run_dir: str | Path, out_dir: str | Path, merge: bool = False) -> Pat
     tmp = atomic_dir(out)  # written beside `out`, renamed into place when complete
     try:
         if merge:
-            from warmstart.strategies._peft import merged_base
-
-            merged_base(model_dir, meta).save(tmp, list(meta["labels"]))
+            merged(model_dir, meta).save(tmp, list(meta["labels"]))
         else:
             shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
     except BaseException:

@@ -62,16 +62,6 @@ def head_ids(adapter: Adapter) -> set[int]:
     return ids(adapter.groups[-1].parameters())
 
 
-def cacheable(adapter: Adapter, chosen: set[int]) -> bool:
-    """Whether training only `chosen` lets the run cache the classifier's inputs.
-
-    The cache (`cache.py`) records the input of `adapter.head` and trains that module alone,
-    so it is valid only when nothing but the classifier's own parameters train. A head group
-    with more new modules (DistilBERT's `pre_classifier`) must train through the full model.
-    """
-    return chosen <= ids(adapter.head.parameters())
-
-
 def own_biases(module: nn.Module) -> list[nn.Parameter]:
     """Each module's own `bias` Parameter (registered on the module itself), each once.
 

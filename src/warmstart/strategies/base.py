@@ -1,6 +1,6 @@
 """The strategy hook: what trains, at what learning-rate scale, on what schedule.
 
-A strategy is a small registered function `(adapter, cfg) -> Plan`. It marks parameters
+A strategy is a small registered function `(adapter, options) -> Plan`. It marks parameters
 trainable or frozen (`requires_grad`) and returns parameter groups, each with an `lr_scale`
 that the schedule multiplies. The one training loop knows nothing else about strategies.
 
@@ -11,9 +11,11 @@ resumed run restores the same optimizer state (the failure in Lightning #6891).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,38 +23,50 @@ from warmstart.config import StrategyConfig
 from warmstart.data.batches import Batches
 from warmstart.models.base import Adapter, LayerGroup
 from warmstart.registry import Registry
+from warmstart.training.loss import LossFn
 from warmstart.training.optim import ParamGroup
+
+# Calibration: given the model, the training batches, the device and the task's loss, the lr
+# scale of each of the plan's groups (in order), measured from data.
+Calibrate = Callable[[nn.Module, Batches, torch.device, LossFn], list[float]]
+# A closed-form fit of the head from its input features (examples x features) and labels.
+Solver = Callable[[np.ndarray, np.ndarray], None]
 
 
 @dataclass
 class Plan:
-    """What a strategy decided.
+    """What a strategy decided: what trains, at what lr scale, and when.
+
+    The plan says nothing about how the run executes it: what can be cached follows from the
+    groups (`training/cache.py`), what runs in eval mode is handed to `fit` by the run.
 
     Attributes:
         groups: every parameter that may train during the run, with its lr scale.
         on_epoch_start: optional hook for staged strategies (called with the 0-based epoch
             before it starts); it may change `requires_grad`, never the groups.
         notes: one line for the log saying what the strategy chose (e.g. "top 2 of 7 groups").
-        calibrate: optional hook run once before the optimizer is built, given the training
-            batches and the device; it may set each group's `lr_scale` from data
-            (discriminative learning rates). It must leave the weights unchanged.
-        solve: optional closed-form fit used instead of gradient steps (e.g. scikit-learn's
-            logistic regression on cached features): given the training batches and the
-            device, it sets the trainable parameters; the loop then evaluates once.
-        cache_head_inputs: everything below the head stays frozen for the whole run, so the
-            run may compute the head's inputs once and train the head on them (`cache.py`).
-        eval_modules: modules kept in eval mode while training: the layer groups at the
-            input side that never train (set by the run, `cache.frozen_prefix`). Without
-            dropout their output is fixed, which is what lets the run cache it.
+        calibrate: optional measurement run once before training (not on resume: the
+            checkpoint's optimizer holds the scales); it returns each group's `lr_scale`
+            (discriminative learning rates) and must leave the weights unchanged.
+        solver: optional closed-form fit used instead of gradient steps (scikit-learn's
+            logistic regression): given the head's input features and the labels of the
+            training split as arrays, it sets the head's weights. Only for plans in which
+            the head alone trains (its inputs are then fixed and computed once).
+        adapter: the adapter the plan trains when the strategy transformed the model (LoRA
+            wraps it with peft); None: the adapter it was given.
     """
 
     groups: list[ParamGroup]
     on_epoch_start: Callable[[int], None] | None = None
     notes: str = ""
-    calibrate: Callable[[Batches, torch.device], None] | None = None
-    solve: Callable[[Batches, torch.device], None] | None = None
-    cache_head_inputs: bool = False
-    eval_modules: list[nn.Module] = field(default_factory=list)
+    calibrate: Calibrate | None = None
+    solver: Solver | None = None
+    adapter: Adapter | None = None
+
+    def with_scales(self, scales: list[float]) -> Plan:
+        """The same plan with new lr scales, one per group (from `calibrate`)."""
+        groups = [ParamGroup(g.name, g.params, s) for g, s in zip(self.groups, scales)]
+        return dataclasses.replace(self, groups=groups)
 
 
 Strategy = Callable[[Adapter, StrategyConfig], Plan]
@@ -79,7 +93,7 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 
 def train_mode(module: nn.Module, eval_modules: Iterable[nn.Module] = ()) -> None:
     """Put `module` in training mode, but keep frozen BatchNorm layers and `eval_modules`
-    (a frozen prefix, `Plan.eval_modules`) in eval mode.
+    (a frozen prefix, `cache.frozen_prefix`) in eval mode.
 
     A frozen BatchNorm in train mode still updates its running statistics from the new data
     and normalises with batch statistics: the pretrained layer drifts although "frozen" (the

@@ -24,8 +24,8 @@ group learning. Under AdamW a group's step size is set by its learning rate, not
 gradient's size, so the scale really is how far each group moves per step. Since `fisher`
 squares the gradients, it spreads the scales further apart than `grad_norm`.
 
-The scales are logged (`warmstart` logger) and kept in the plan's groups, which the run
-reports in `summary.json` as `lr.groups`.
+The scales are logged (`warmstart` logger) and returned to the run, which trains the plan's
+groups at them and reports them in `summary.json` as `lr.groups`.
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ import itertools
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from warmstart.config import StrategyConfig
 from warmstart.data.batches import Batches
 from warmstart.models.base import Adapter, logits_of
-from warmstart.strategies.base import STRATEGIES, ParamGroup, Plan, group_plan, set_trainable
+from warmstart.strategies.base import STRATEGIES, Plan, group_plan, set_trainable
 from warmstart.tensors import move
 from warmstart.training import distributed
+from warmstart.training.loss import LossFn
+from warmstart.training.optim import ParamGroup
 
 log = logging.getLogger("warmstart")
 
@@ -54,14 +55,15 @@ def discriminative(adapter: Adapter, cfg: StrategyConfig) -> Plan:
     set_trainable(adapter.groups, True)
     groups = group_plan(adapter)
 
-    def calibrate(batches: Batches, device: torch.device) -> None:
-        imp = importance(adapter.module, groups, batches, device, cfg.importance,
+    def calibrate(model: nn.Module, batches: Batches, device: torch.device,
+                  loss_fn: LossFn) -> list[float]:
+        imp = importance(model, groups, batches, device, loss_fn, cfg.importance,
                          cfg.calibration_batches)
-        for group, scale in zip(groups, importance_scales(imp, cfg.min_scale)):
-            group.lr_scale = scale
+        scales = importance_scales(imp, cfg.min_scale)
         log.info("discriminative lr scales (%s on %d batches): %s", cfg.importance,
                  min(cfg.calibration_batches, len(batches)),
-                 ", ".join(f"{g.name}={g.lr_scale:.3g}" for g in groups))
+                 ", ".join(f"{g.name}={s:.3g}" for g, s in zip(groups, scales)))
+        return scales
 
     return Plan(groups, calibrate=calibrate,
                 notes=f"all groups train; lr scales from {cfg.importance} importance on "
@@ -77,7 +79,8 @@ def importance_scales(importance: list[float], min_scale: float) -> list[float]:
 
 
 def importance(model: nn.Module, groups: list[ParamGroup], batches: Batches,
-               device: torch.device, measure: str, num_batches: int) -> list[float]:
+               device: torch.device, loss_fn: LossFn, measure: str, num_batches: int
+               ) -> list[float]:
     """Per-group importance (see the module docstring) on the first `num_batches` batches.
 
     The model runs in eval mode: no dropout noise, so the estimate depends on the data only,
@@ -93,7 +96,7 @@ def importance(model: nn.Module, groups: list[ParamGroup], batches: Batches,
             batch = move(batch, device)
             labels = batch.pop("labels")
             model.zero_grad(set_to_none=True)
-            F.cross_entropy(logits_of(model(**batch)), labels).backward()
+            loss_fn(logits_of(model(**batch)).float(), {"labels": labels}).backward()
             for k, group in enumerate(groups):
                 totals[k] += sum(_per_element(p.grad, measure) for p in group.params
                                  if p.grad is not None)

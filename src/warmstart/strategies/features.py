@@ -1,12 +1,13 @@
 """`features`: frozen pretrained features, a classifier fitted on them.
 
 The backbone is frozen for the whole run, so the run computes each example's features (the
-classifier's input) once and fits only the classifier on them (`Plan.cache_head_inputs`).
+classifier's input) once and fits only the classifier on them (`training/cache.py` sees that
+only the head trains).
 `strategy.classifier` picks how:
 
 - `torch`: the head trains with the usual loop (AdamW, the schedule, early selection by
   validation metric) on the cached features; several epochs cost little more than one.
-- `sklearn`: scikit-learn's `LogisticRegression` is fitted in closed form (`Plan.solve`) and
+- `sklearn`: scikit-learn's `LogisticRegression` is fitted in closed form (`Plan.solver`) and
   its coefficients are copied into the head, which must be a single `nn.Linear`. No learning
   rate or epoch count to tune; the L2 strength is `C` below.
 
@@ -15,11 +16,11 @@ Either way the trained head stays inside the full model, so it predicts from raw
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from warmstart.config import StrategyConfig
-from warmstart.data.batches import Batches
 from warmstart.errors import WarmstartError
 from warmstart.models.base import Adapter
 from warmstart.strategies._select import groups_of, ids, mark_trainable
@@ -46,7 +47,7 @@ def features(adapter: Adapter, cfg: StrategyConfig) -> Plan:
     # become part of the frozen feature extractor): the cache needs exactly that.
     chosen = ids(head.parameters())
     mark_trainable(adapter, chosen)
-    plan = Plan(groups_of(adapter, chosen), cache_head_inputs=True,
+    plan = Plan(groups_of(adapter, chosen),
                 notes=f"frozen features, head fitted by {cfg.classifier}")
     if cfg.classifier == "sklearn":
         if not isinstance(head, nn.Linear):
@@ -55,23 +56,13 @@ def features(adapter: Adapter, cfg: StrategyConfig) -> Plan:
                 f"this model's head is a {type(head).__name__}, not an nn.Linear; use "
                 "strategy.classifier=torch"
             )
-        plan.solve = lambda batches, device: fit_linear(head, batches)
+        plan.solver = lambda x, y: fit_linear(head, x, y)
     return plan
 
 
-def gather(batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (cached) features and labels of `batches` as two tensors.
-
-    Collated in one go from every example, not through `batches.epoch`, which under data
-    parallelism yields only this process's share: every process then fits the same model.
-    """
-    x = batches.collate(list(batches.encoded))["features"]
-    return x.float().cpu(), batches.labels.cpu()
-
-
 @torch.no_grad()
-def fit_linear(head: nn.Linear, batches: Batches) -> None:
-    """Fit a logistic regression on the cached features and copy it into `head`.
+def fit_linear(head: nn.Linear, features: np.ndarray, labels: np.ndarray) -> None:
+    """Fit a logistic regression on the features (examples x dims) and copy it into `head`.
 
     Features are standardised for the fit (lbfgs converges far faster and `C` means the same
     for every backbone), then the scaling is folded back into the weights, so the head reads
@@ -79,7 +70,7 @@ def fit_linear(head: nn.Linear, batches: Batches) -> None:
     """
     from sklearn.linear_model import LogisticRegression  # heavy import, only when used
 
-    x, y = gather(batches)
+    x, y = torch.as_tensor(features, dtype=torch.float32), torch.as_tensor(labels)
     has_bias = head.bias is not None
     # Without a bias in the head there is nowhere to fold a mean shift into: scale only.
     mean = x.mean(0) if has_bias else torch.zeros(x.shape[1])

@@ -2,7 +2,7 @@
 
 (IA)^3 multiplies chosen activations by trainable vectors that start at one: far fewer
 weights than LoRA (one per channel), and like LoRA it merges into the base weights. Only the
-vectors and the new head train; see `_peft.py` for saving, reloading and merging.
+vectors and the new head train; see `models/peft.py` for saving, reloading and merging.
 
 Targets: `strategy.target_modules` if given; else peft's defaults for the transformers model
 type (BERT: key, value and the feed-forward output, which is scaled on its input side as the
@@ -18,13 +18,12 @@ from torch import nn
 
 from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
+from warmstart.models.peft import head_names, require_peft
 from warmstart.strategies._peft import (
     adapt,
     choose_targets,
     describe,
-    head_names,
     model_type,
-    require_peft,
 )
 from warmstart.strategies.base import STRATEGIES, Plan
 

@@ -3,7 +3,7 @@
 Each adapted layer `W` gets a trainable update `B @ A` of rank `r`, scaled by `alpha / r`;
 `B` starts at zero, so training starts from the pretrained model exactly. Only the adapters
 and the new head train, a few percent of the weights or less, and the saved run holds only
-those (see `_peft.py` for saving, reloading and merging).
+those (see `models/peft.py` for saving, reloading and merging).
 
 Targets: `strategy.target_modules` if given; else peft's defaults for the transformers model
 type (BERT: the attention's query and value); else, by structure, the Linear layers and the
@@ -19,13 +19,11 @@ from torch import nn
 
 from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
+from warmstart.models.peft import head_names, plain_conv, require_peft
 from warmstart.strategies._peft import (
     adapt,
     choose_targets,
     describe,
-    head_names,
-    plain_conv,
-    require_peft,
 )
 from warmstart.strategies.base import STRATEGIES, Plan
 
@@ -35,7 +33,7 @@ def can_adapt(module: nn.Module) -> bool:
 
     peft builds the branch convs by calling the base conv's own class with nn.Conv2d's
     arguments, so a plain nn.Conv2d qualifies, and a pointwise conv of a subclass that
-    computes the same function (swapped for a plain one first: `_peft.use_plain_convs`).
+    computes the same function (swapped for a plain one first: `models.peft.use_plain_convs`).
     Grouped and depthwise convs are left out: peft cannot merge them, and their per-channel
     filters leave a rank-r update little to do.
     """

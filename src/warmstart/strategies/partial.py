@@ -21,7 +21,6 @@ from warmstart.config import StrategyConfig
 from warmstart.errors import WarmstartError
 from warmstart.models.base import Adapter
 from warmstart.strategies._select import (
-    cacheable,
     describe,
     groups_of,
     head_ids,
@@ -49,8 +48,7 @@ def partial(adapter: Adapter, cfg: StrategyConfig) -> Plan:
         chosen, how = _top_k(adapter, cfg.k), f"top {cfg.k} of {below} below the head"
     chosen |= head_ids(adapter)
     mark_trainable(adapter, chosen)
-    return Plan(groups_of(adapter, chosen), notes=f"{describe(adapter, chosen)} train ({how})",
-                cache_head_inputs=cacheable(adapter, chosen))
+    return Plan(groups_of(adapter, chosen), notes=f"{describe(adapter, chosen)} train ({how})")
 
 
 def _names(adapter: Adapter) -> str:

@@ -2,9 +2,10 @@
 
 Two caches, one mechanism (a hook records a module's tensors on one pass of the data):
 
-- **head inputs**: a strategy that freezes everything below the classifier for the whole run
-  (`features`, `head`) records the classifier's input per example; the classifier then
-  trains alone on those vectors (`HeadOnly`).
+- **head inputs**: a plan in which only the classifier ever trains (`features`, `head`; seen
+  from the plan's groups, `head_only`) records the classifier's input per example; the
+  classifier then trains alone on those vectors (`HeadOnly`), or a closed-form solver fits
+  it on them (`Plan.solver`).
 - **frozen prefix**: a strategy that freezes the bottom layer groups for the whole run
   (`partial`: top k trainable) records the output of the last frozen group per example (for
   text: one vector per real token); during training the frozen groups do not run at all,
@@ -15,11 +16,11 @@ Both are exact because the frozen part runs in eval mode (no dropout) with fixed
 its output is a pure function of the input, so caching changes the time, not the result
 (up to float rounding: the recording pass pads its batches to other lengths than training
 batches do, which moves attention sums in the last bits).
-For the same reason `fit` keeps a frozen prefix in eval mode when it is *not* cached
-(`Plan.eval_modules`), so `train.cache=false` trains the very same model. A replayed model
-is checked against the real one on a first batch; where anything differs (a model whose
-glue code between groups does more than pass tensors on), the run falls back to the full
-forward and says why. A cache bigger than `train.cache_memory_mb` is kept in a file in the
+For the same reason the run hands `fit` the frozen prefix to keep in eval mode when it is
+*not* cached (`Prepared.eval_modules`), so `train.cache=false` trains the very same model.
+A replayed model is checked against the real one on a first batch; where anything differs (a
+model whose glue code between groups does more than pass tensors on), the run falls back to
+the full forward and says why. A cache bigger than `train.cache_memory_mb` is kept in a file in the
 run directory; under data parallelism each process computes its shard once and the shards
 are gathered, so a too-big cache there falls back instead.
 """
@@ -30,7 +31,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,17 @@ def cached_batches(model: nn.Module, head: nn.Module, batches: Batches,
 
 
 # ------------------------------------------------------------------------------ frozen prefix
+
+
+def head_only(adapter: Adapter, plan: Plan) -> bool:
+    """Whether nothing but the classifier (`adapter.head`) ever trains under `plan`.
+
+    Then the classifier's input is a fixed function of the example and can be recorded once.
+    A head group with more new modules (DistilBERT's `pre_classifier`) that train does not
+    qualify: the recording would skip them.
+    """
+    may_train = {id(p) for g in plan.groups for p in g.params}
+    return bool(may_train) and may_train <= {id(p) for p in adapter.head.parameters()}
 
 
 def frozen_prefix(adapter: Adapter, plan: Plan) -> list[LayerGroup]:
@@ -359,33 +371,57 @@ class Prepared:
     replay: contextlib.AbstractContextManager  # active around `fit` (a no-op without a prefix)
     seconds: float  # time spent caching the training split: part of training time
     notes: str  # one line for the log: what was cached, or why not
+    # The frozen prefix's modules, which `fit` keeps in eval mode (cached or not).
+    eval_modules: list[nn.Module] = field(default_factory=list)
+    head_inputs: bool = False  # `model` is `HeadOnly`: the batches carry the head's inputs
 
 
 def prepare(adapter: Adapter, plan: Plan, train: Batches, val: Batches, device: torch.device,
             cfg: TrainConfig, spill_dir: Path) -> Prepared:
-    """Cache what stays frozen for the whole run, where valid; keep a frozen prefix in eval
-    mode either way (`Plan.eval_modules`), so caching never changes the result."""
+    """Cache what stays frozen for the whole run, where valid; hand a frozen prefix to `fit`
+    to keep in eval mode either way, so caching never changes the result.
+
+    Raises:
+        ValueError: the plan has a closed-form solver but more than the head trains (a bug
+            in the strategy: the solver needs the head's inputs).
+    """
     model = adapter.module
     prefix = frozen_prefix(adapter, plan)
-    plan.eval_modules = [m for g in prefix for m in g.modules]
+    frozen = [m for g in prefix for m in g.modules]
     none = contextlib.nullcontext()
-    if plan.cache_head_inputs and (cfg.cache or plan.solve is not None):  # a solve needs it
+    only_head = head_only(adapter, plan)
+    if plan.solver is not None and not only_head:
+        raise ValueError("a plan with a solver must train the classifier alone")
+    if only_head and (cfg.cache or plan.solver is not None):  # a solver needs the features
         start = time.perf_counter()
         cached_train = cached_batches(model, adapter.head, train, device)
         seconds = time.perf_counter() - start
         return Prepared(HeadOnly(adapter.head), cached_train,
                         cached_batches(model, adapter.head, val, device), none, seconds,
-                        "backbone frozen for the whole run: head inputs computed once")
+                        "backbone frozen for the whole run: head inputs computed once",
+                        frozen, head_inputs=True)
     if not cfg.cache or not prefix:
-        return Prepared(model, train, val, none, 0.0, "")
+        return Prepared(model, train, val, none, 0.0, "", frozen)
     if cfg.parallel == "fsdp":  # the sharded copy that trains runs its own, unpatched forward
         return Prepared(model, train, val, none, 0.0,
-                        "frozen layers run every epoch (not cached under train.parallel=fsdp)")
+                        "frozen layers run every epoch (not cached under train.parallel=fsdp)",
+                        frozen)
     cached = prefix_cache(model, prefix, train, val, device, memory_mb=cfg.cache_memory_mb,
                           spill_dir=spill_dir,
                           per_token=adapter.kind == "text" and train.lengths is not None)
     if isinstance(cached, str):
         return Prepared(model, train, val, none, 0.0,
-                        f"frozen layers run every epoch (not cached: {cached})")
+                        f"frozen layers run every epoch (not cached: {cached})", frozen)
     return Prepared(model, cached.train, cached.val, cached.replay.active(), cached.seconds,
-                    cached.notes)
+                    cached.notes, frozen)
+
+
+def head_features(batches: Batches) -> tuple[np.ndarray, np.ndarray]:
+    """All cached head inputs and labels of `batches` (from `prepare`, `head_inputs`) as
+    arrays, for a closed-form solver.
+
+    Collated in one go from every example, not through `batches.epoch`, which under data
+    parallelism yields only this process's share: every process then fits the same model.
+    """
+    x = batches.collate(list(batches.encoded))["features"]
+    return x.float().cpu().numpy(), batches.labels.cpu().numpy()

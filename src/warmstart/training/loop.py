@@ -1,24 +1,25 @@
 """THE training loop: forward, loss, backward, clip, step, schedule; evaluate each epoch.
 
 Every strategy runs through `fit`. A strategy's only levers are the `Plan` it returns (which
-parameters train, at what lr scale) and its hooks; nothing here branches on its name.
+parameters train, at what lr scale) and its per-epoch hook; nothing here branches on its
+name. The loss is the run's (`loss.py`), so nothing here knows what the task is either.
 
 Resuming is exact because every input to the future is either saved in the checkpoint
-(weights, optimizer, counters, history, RNG) or a pure function of saved counters (the data
-order of an epoch, the lr of a step, the strategy's per-epoch state).
+(weights, optimizer, `LoopState`, RNG) or a pure function of saved counters (the data order
+of an epoch, the lr of a step, the strategy's per-epoch state).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -26,13 +27,19 @@ from warmstart.config import OptimConfig, TrainConfig
 from warmstart.data.batches import Batches
 from warmstart.errors import WarmstartError
 from warmstart.models.base import logits_of
-from warmstart.strategies.base import ParamGroup, Plan, train_mode
+from warmstart.strategies.base import Plan, train_mode
 from warmstart.tensors import move
 from warmstart.training import distributed
 from warmstart.training.callbacks import Callbacks, State
-from warmstart.training.checkpoint import Checkpointer, restore_rng
-from warmstart.training.evaluate import evaluate
-from warmstart.training.optim import build_optimizer, make_schedule, set_lr
+from warmstart.training.checkpoint import Checkpointer, LoopState, Resume, restore_rng
+from warmstart.training.loss import LossFn
+from warmstart.training.optim import (
+    ParamGroup,
+    build_optimizer,
+    group_lrs,
+    make_schedule,
+    set_lr,
+)
 
 
 @dataclass
@@ -46,17 +53,23 @@ class FitResult:
     train_seconds: float  # time inside training epochs (evaluation excluded)
     train_samples: int
     best_state: dict[str, torch.Tensor] = field(repr=False)
-    optimizer: torch.optim.Optimizer = field(repr=False)
+    lrs: dict[str, float] = field(default_factory=dict)  # peak lr of each strategy group
     stopped_early: bool = False
 
 
-@dataclass
-class Resume:
-    """Where a checkpoint left the loop (see `checkpoint.py`)."""
+@dataclass(frozen=True)
+class FitSettings:
+    """How to train, as the run resolved it."""
 
-    model_state: dict[str, torch.Tensor]
-    state: dict[str, Any]  # optimizer, rng, loop counters
-    best_state: dict[str, torch.Tensor] | None
+    optim: OptimConfig
+    train: TrainConfig
+    lr: float  # the base learning rate (each group runs at lr * lr_scale * schedule)
+    device: torch.device
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (fp16 uses loss scaling)
+
+
+# (model, batches) -> validation metrics; the loop reads `train.metric` from them.
+Score = Callable[[nn.Module, Batches], dict[str, Any]]
 
 
 def is_better(value: float, best: float | None, metric: str, min_delta: float = 0.0) -> bool:
@@ -66,19 +79,20 @@ def is_better(value: float, best: float | None, metric: str, min_delta: float = 
     return value < best - min_delta if metric == "loss" else value > best + min_delta
 
 
-def should_stop(values: list[float], metric: str, patience: int | None,
-                min_delta: float) -> bool:
+def should_stop(history: list[dict[str, Any]], cfg: TrainConfig) -> bool:
     """Early stopping as a pure function of the validation history (so it survives resume):
-    stop once `patience` epochs in a row have not improved on the best by `min_delta`."""
-    if patience is None or not values:
+    stop once `train.early_stopping` epochs in a row have not improved on the best by
+    `train.min_delta`."""
+    values = [h[f"val_{cfg.metric}"] for h in history]
+    if cfg.early_stopping is None or not values:
         return False
     best, since = values[0], 0
     for v in values[1:]:
-        if is_better(v, best, metric, min_delta):
+        if is_better(v, best, cfg.metric, cfg.min_delta):
             best, since = v, 0
         else:
             since += 1
-    return since >= patience
+    return since >= cfg.early_stopping
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -89,190 +103,183 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def fit(
-    model: nn.Module,
-    plan: Plan,
-    train: Batches,
-    val: Batches,
-    *,
-    optim_cfg: OptimConfig,
-    train_cfg: TrainConfig,
-    lr: float,
-    device: torch.device,
-    label_names: list[str],
-    callbacks: Callbacks | None = None,
-    penalty: Callable[[], torch.Tensor] | None = None,
-    label_smoothing: float = 0.0,
-    class_weights: torch.Tensor | None = None,
-    precision: str = "fp32",
-    checkpointer: Checkpointer | None = None,
-    resume: Resume | None = None,
-) -> FitResult:
+def fit(model: nn.Module, plan: Plan, train: Batches, val: Batches, loss_fn: LossFn,
+        score: Score, settings: FitSettings, *, eval_modules: Sequence[nn.Module] = (),
+        callbacks: Callbacks | None = None, checkpointer: Checkpointer | None = None,
+        resume: Resume | None = None) -> FitResult:
     """Train `model` with the strategy's `plan`; keep the weights of the best validation epoch.
 
     Args:
         model: the network; `model(**inputs)` gives logits (or an object with `.logits`).
-        plan: the strategy's parameter groups and hooks.
+        plan: the strategy's parameter groups (lr scales final) and per-epoch hook.
         train, val: batches of the training and validation splits.
-        optim_cfg, train_cfg: optimizer/schedule and training settings.
-        lr: the base learning rate (each group runs at lr * its lr_scale * schedule).
-        device: where to train.
-        label_names: class names, for the metrics.
+        loss_fn: `loss_fn(logits, batch)`, the loss to minimise (task, regularisers).
+        score: the validation metrics of the model (`train.metric` picks the best epoch).
+        settings: optimizer, schedule and training settings, base lr, device, precision.
+        eval_modules: modules kept in eval mode while training (a frozen prefix).
         callbacks: progress display, metric logging and the like (read-only observers).
-        penalty: optional regulariser added to the loss at each step.
-        label_smoothing: cross-entropy label smoothing.
-        class_weights: optional per-class loss weights.
-        precision: "fp32", "bf16" or "fp16" (resolved by the caller; fp16 uses loss scaling).
         checkpointer: writes checkpoints every N steps and at each epoch end (every process
             holds one so all join the collective parts; only the main one writes).
         resume: continue from a checkpoint instead of starting fresh.
     """
+    cfg, device = settings.train, settings.device
     callbacks = callbacks or Callbacks([])
     place = distributed.current()
-    if plan.solve is not None:
-        return _solve(model, plan, train, val, device, label_names)
-    if plan.calibrate is not None and resume is None:  # on resume the optimizer has the scales
-        plan.calibrate(train, device)
     if resume is not None:
         model.load_state_dict(resume.model_state)  # before any sharded copy is made of it
-    trainee, groups = _sharded(model, plan, train_cfg, place)
-    optimizer = build_optimizer(groups, optim_cfg, lr)
-    steps_per_epoch = len(train)
-    total_steps = steps_per_epoch * train_cfg.epochs
-    schedule = make_schedule(optim_cfg, total_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    trainee, groups = _sharded(model, plan, cfg, place)
+    optimizer = build_optimizer(groups, settings.optim, settings.lr)
+    schedule = make_schedule(settings.optim, len(train) * cfg.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
     params = [p for g in groups for p in g.params]
-    weight = class_weights.to(device) if class_weights is not None else None
-
-    # Loop state: everything a checkpoint must carry besides weights, optimizer and RNG.
-    loop: dict[str, Any] = {"epoch": 0, "epoch_step": 0, "step": 0, "history": [],
-                            "best_value": None, "best_epoch": 0, "train_seconds": 0.0,
-                            "samples": 0, "loss_sum": 0.0, "loss_count": 0, "correct": 0,
-                            "step_size": train.step_size}
+    loop = LoopState(step_size=train.step_size)
     best_state: dict[str, torch.Tensor] = {}
     if resume is not None:
-        optimizer.load_state_dict(
-            distributed.shard_optimizer_state(optimizer, resume.state["optimizer"]))
-        if "scaler" in resume.state:
-            scaler.load_state_dict(resume.state["scaler"])
-        loop.update(resume.state["loop"], step_size=train.step_size)
-        if not place.is_main:  # the checkpoint holds the sums of all ranks; count them once
-            loop.update(loss_sum=0.0, loss_count=0, correct=0)
-        best_state = resume.best_state or {}
-        restore_rng(resume.state, place)
+        loop, best_state = _restore(resume, optimizer, scaler, train.step_size, place)
     else:
-        torch.manual_seed(train_cfg.seed)  # one seed drives dropout inside the model
+        torch.manual_seed(cfg.seed)  # one seed drives dropout inside the model
+    lrs = group_lrs(optimizer, settings.lr)  # after a resume: the checkpoint's scales
 
     def checkpoint() -> None:
         # Collective calls first (every rank takes part), then the main rank writes.
-        saved = dict(loop)
-        saved["loss_sum"], saved["loss_count"], saved["correct"] = distributed.sum_all(
-            place, [loop["loss_sum"], loop["loss_count"], loop["correct"]])
+        sums = distributed.sum_all(place, [loop.loss_sum, loop.loss_count, loop.correct])
+        saved = dataclasses.replace(loop, loss_sum=sums[0], loss_count=sums[1], correct=sums[2])
         rngs = distributed.gather_all(place, torch.get_rng_state())
         weights = distributed.full_state(trainee)
         optimizer_state = distributed.full_optimizer_state(optimizer)
         if checkpointer is not None:
-            checkpointer.save(loop["step"], weights, optimizer_state, saved,
-                              {"scaler": scaler.state_dict(), "rng_by_rank": rngs})
+            checkpointer.save(weights, optimizer_state, saved, rngs, scaler.state_dict())
 
-    state = State(epochs=train_cfg.epochs, total_steps=total_steps,
-                  steps_per_epoch=steps_per_epoch, metric=train_cfg.metric,
-                  step=loop["step"], best_value=loop["best_value"],
-                  best_epoch=loop["best_epoch"])
+    state = State(epochs=cfg.epochs, total_steps=len(train) * cfg.epochs,
+                  steps_per_epoch=len(train), metric=cfg.metric, step=loop.step,
+                  best_value=loop.best_value, best_epoch=loop.best_epoch)
     callbacks.fire("on_fit_start", state)
-    stopped = should_stop([h[f"val_{train_cfg.metric}"] for h in loop["history"]],
-                          train_cfg.metric, train_cfg.early_stopping, train_cfg.min_delta)
+    stopped = should_stop(loop.history, cfg)
     ddp: DistributedDataParallel | None = None
     ddp_trainable: set[int] = set()
 
-    while loop["epoch"] < train_cfg.epochs and not stopped:
-        epoch = loop["epoch"]
+    while loop.epoch < cfg.epochs and not stopped:
+        epoch = loop.epoch
         if plan.on_epoch_start is not None:
             plan.on_epoch_start(epoch)
-        train_mode(trainee, _counterparts(plan.eval_modules, model, trainee))
+        train_mode(trainee, _counterparts(eval_modules, model, trainee))
         if place.active and trainee is model:  # a sharded copy averages its own gradients
             ddp, ddp_trainable = _data_parallel(model, ddp, ddp_trainable, device)
         runner = ddp if ddp is not None else trainee
         state = state.update(epoch=epoch + 1)
-        epoch_start, seconds_before = time.perf_counter(), loop["train_seconds"]
-        for step_size, micros in train.steps(epoch, skip=loop["epoch_step"]):
-            for j, (_, batch) in enumerate(micros):
-                # Gradients are averaged across processes once per step, on the last micro.
-                last = j == len(micros) - 1
-                sync = contextlib.nullcontext() if last else distributed.no_sync(runner)
-                batch = move(batch, device)
-                labels = batch.pop("labels")
-                with sync:
-                    with autocast(device, precision):
-                        logits = logits_of(runner(**batch))
-                    loss = F.cross_entropy(logits.float(), labels, weight=weight,
-                                           label_smoothing=label_smoothing)
-                    if penalty is not None:
-                        loss = loss + penalty()
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise WarmstartError(
-                            f"the loss became {value} at step {loop['step'] + 1} (epoch "
-                            f"{epoch + 1}); the last good checkpoint is kept; lower optim.lr "
-                            "or set optim.clip_norm")
-                    scaler.scale(loss / len(micros)).backward()
-                loop["loss_sum"] += value * len(labels)
-                loop["loss_count"] += len(labels)
-                loop["correct"] += (logits.argmax(dim=1) == labels).sum().item()
+        epoch_start, seconds_before = time.perf_counter(), loop.train_seconds
+        for step_size, micros in train.steps(epoch, skip=loop.epoch_step):
+            value = _accumulate(runner, micros, loss_fn, settings, scaler, loop)
             scaler.unscale_(optimizer)
-            grads = [p for p in params if p.grad is not None]
-            if optim_cfg.clip_value is not None:
-                torch.nn.utils.clip_grad_value_(grads, optim_cfg.clip_value, foreach=True)
-            if optim_cfg.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(grads, optim_cfg.clip_norm, foreach=True)
-            factor = schedule(loop["step"])
-            set_lr(optimizer, lr, factor)
+            _clip(params, settings.optim)
+            factor = schedule(loop.step)
+            set_lr(optimizer, settings.lr, factor)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            loop["step"] += 1
-            loop["epoch_step"] += 1
-            loop["samples"] += step_size
-            loop["train_seconds"] = seconds_before + time.perf_counter() - epoch_start
-            state = state.update(step=loop["step"], loss=value, lr=lr * factor,
-                                 samples=loop["samples"], train_seconds=loop["train_seconds"])
+            loop.step, loop.epoch_step = loop.step + 1, loop.epoch_step + 1
+            loop.samples += step_size
+            loop.train_seconds = seconds_before + time.perf_counter() - epoch_start
+            state = state.update(step=loop.step, loss=value, lr=settings.lr * factor,
+                                 samples=loop.samples, train_seconds=loop.train_seconds)
             callbacks.fire("on_step_end", state)
             every = checkpointer.every_steps if checkpointer is not None else 0
-            if every and loop["step"] % every == 0 and loop["epoch_step"] < steps_per_epoch:
+            if every and loop.step % every == 0 and loop.epoch_step < len(train):
                 checkpoint()
 
-        metrics = evaluate(trainee, val, device, label_names)
-        loss_sum, count, correct = distributed.sum_all(
-            place, [loop["loss_sum"], loop["loss_count"], loop["correct"]])
-        row = {"epoch": epoch + 1, "step": loop["step"],
-               "train_loss": loss_sum / max(1, count),
-               # Running accuracy over the epoch's batches (dropout on, weights moving): a
-               # cheap proxy for training-set fit that needs no extra pass over the data.
-               "train_accuracy": correct / max(1, count),
-               **{f"val_{k}": v for k, v in metrics.items()}}
-        loop["history"].append(row)
-        if is_better(metrics[train_cfg.metric], loop["best_value"], train_cfg.metric):
+        row = _epoch_row(loop, score(trainee, val), place)
+        if is_better(row[f"val_{cfg.metric}"], loop.best_value, cfg.metric):
             # CPU copies: the best epoch's weights survive later, worse epochs.
             best_state = {k: v.detach().to("cpu", copy=True)
                           for k, v in distributed.full_state(trainee).items()}
-            loop["best_value"], loop["best_epoch"] = metrics[train_cfg.metric], epoch + 1
+            loop.best_value, loop.best_epoch = row[f"val_{cfg.metric}"], epoch + 1
             if checkpointer is not None:
                 checkpointer.save_best(best_state)
-        loop.update(epoch=epoch + 1, epoch_step=0, loss_sum=0.0, loss_count=0, correct=0)
-        stopped = should_stop([h[f"val_{train_cfg.metric}"] for h in loop["history"]],
-                              train_cfg.metric, train_cfg.early_stopping, train_cfg.min_delta)
-        state = state.update(epoch_metrics=row, best_value=loop["best_value"],
-                             best_epoch=loop["best_epoch"])
+        loop = dataclasses.replace(loop, epoch=epoch + 1, epoch_step=0, loss_sum=0.0,
+                                   loss_count=0, correct=0)
+        stopped = should_stop(loop.history, cfg)
+        state = state.update(epoch_metrics=row, best_value=loop.best_value,
+                             best_epoch=loop.best_epoch)
         callbacks.fire("on_epoch_end", state)
         checkpoint()
 
     callbacks.fire("on_fit_end", state)
     model.to(device)  # back from the CPU if a sharded copy trained (the caller loads best_state)
     return FitResult(
-        best_epoch=loop["best_epoch"], best_metrics=_best_row(loop), history=loop["history"],
-        steps=loop["step"], train_seconds=loop["train_seconds"], train_samples=loop["samples"],
-        best_state=best_state, optimizer=optimizer, stopped_early=stopped,
+        best_epoch=loop.best_epoch, best_metrics=_best_row(loop), history=loop.history,
+        steps=loop.step, train_seconds=loop.train_seconds, train_samples=loop.samples,
+        best_state=best_state, lrs=lrs, stopped_early=stopped,
     )
+
+
+def _restore(resume: Resume, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+             step_size: int, place: distributed.Dist
+             ) -> tuple[LoopState, dict[str, torch.Tensor]]:
+    """Put optimizer, loss scaler and RNG where the checkpoint left them; its loop state."""
+    optimizer.load_state_dict(distributed.shard_optimizer_state(optimizer, resume.optimizer))
+    if resume.scaler:
+        scaler.load_state_dict(resume.scaler)
+    loop = dataclasses.replace(resume.loop, step_size=step_size)
+    if not place.is_main:  # the checkpoint holds the sums of all ranks; count them once
+        loop = dataclasses.replace(loop, loss_sum=0.0, loss_count=0, correct=0)
+    restore_rng(resume, place)
+    return loop, resume.best_state or {}
+
+
+def _accumulate(runner: nn.Module, micros: list[tuple[Any, dict[str, torch.Tensor]]],
+                loss_fn: LossFn, settings: FitSettings, scaler: torch.amp.GradScaler,
+                loop: LoopState) -> float:
+    """Forward and backward every micro-batch of one step; the last one's loss value.
+
+    Gradients are averaged across processes once per step, on the last micro-batch.
+    """
+    value = float("nan")
+    for j, (_, batch) in enumerate(micros):
+        last = j == len(micros) - 1
+        sync = contextlib.nullcontext() if last else distributed.no_sync(runner)
+        batch = move(batch, settings.device)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        with sync:
+            with autocast(settings.device, settings.precision):
+                logits = logits_of(runner(**inputs))
+            loss = loss_fn(logits.float(), batch)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise WarmstartError(
+                    f"the loss became {value} at step {loop.step + 1} (epoch {loop.epoch + 1}); "
+                    "the last good checkpoint is kept; lower optim.lr or set optim.clip_norm")
+            scaler.scale(loss / len(micros)).backward()
+        labels = batch["labels"]
+        loop.loss_sum += value * len(labels)
+        loop.loss_count += len(labels)
+        if labels.dtype == torch.long and logits.dim() == 2:  # class ids: count the hits
+            loop.correct += (logits.argmax(dim=1) == labels).sum().item()
+    return value
+
+
+def _clip(params: list[nn.Parameter], cfg: OptimConfig) -> None:
+    """Clip the (unscaled) gradients by value, then by global norm, as configured."""
+    grads = [p for p in params if p.grad is not None]
+    if cfg.clip_value is not None:
+        torch.nn.utils.clip_grad_value_(grads, cfg.clip_value, foreach=True)
+    if cfg.clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(grads, cfg.clip_norm, foreach=True)
+
+
+def _epoch_row(loop: LoopState, metrics: dict[str, Any], place: distributed.Dist
+               ) -> dict[str, Any]:
+    """The epoch's history row (appended to `loop.history`): train loss and accuracy summed
+    over all processes, and the validation metrics."""
+    loss_sum, count, correct = distributed.sum_all(
+        place, [loop.loss_sum, loop.loss_count, loop.correct])
+    row = {"epoch": loop.epoch + 1, "step": loop.step,
+           "train_loss": loss_sum / max(1, count),
+           # Running accuracy over the epoch's batches (dropout on, weights moving): a
+           # cheap proxy for training-set fit that needs no extra pass over the data.
+           "train_accuracy": correct / max(1, count),
+           **{f"val_{k}": v for k, v in metrics.items()}}
+    loop.history.append(row)
+    return row
 
 
 def _sharded(model: nn.Module, plan: Plan, train_cfg: TrainConfig, place: distributed.Dist
@@ -294,8 +301,8 @@ def _sharded(model: nn.Module, plan: Plan, train_cfg: TrainConfig, place: distri
     return distributed.shard(model, plan.groups)
 
 
-def _counterparts(modules: list[nn.Module], model: nn.Module, trainee: nn.Module
-                  ) -> list[nn.Module]:
+def _counterparts(modules: Sequence[nn.Module], model: nn.Module, trainee: nn.Module
+                  ) -> Sequence[nn.Module]:
     """`modules` of `model` as the same-named modules of `trainee` (its sharded copy)."""
     if trainee is model:
         return modules
@@ -323,21 +330,6 @@ def _data_parallel(
     return wrapped, trainable
 
 
-def _best_row(loop: dict[str, Any]) -> dict[str, Any]:
-    row = loop["history"][loop["best_epoch"] - 1]
+def _best_row(loop: LoopState) -> dict[str, Any]:
+    row = loop.history[loop.best_epoch - 1]
     return {k.removeprefix("val_"): v for k, v in row.items() if k.startswith("val_")}
-
-
-def _solve(model: nn.Module, plan: Plan, train: Batches, val: Batches, device: torch.device,
-           label_names: list[str]) -> FitResult:
-    """A closed-form fit (the plan's `solve`) in place of epochs of gradient steps."""
-    start = time.perf_counter()
-    plan.solve(train, device)  # type: ignore[misc]
-    seconds = time.perf_counter() - start
-    metrics = evaluate(model, val, device, label_names)
-    row = {"epoch": 1, "step": 0, "train_loss": float("nan"),
-           **{f"val_{k}": v for k, v in metrics.items()}}
-    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    return FitResult(best_epoch=1, best_metrics=metrics, history=[row], steps=0,
-                     train_seconds=seconds, train_samples=train.num_examples, best_state=state,
-                     optimizer=build_optimizer(plan.groups, OptimConfig(), 0.0))

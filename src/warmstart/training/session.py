@@ -1,0 +1,227 @@
+"""`setup(cfg) -> Session`: a config turned into everything a training run needs.
+
+Data read and split, model built, the strategy's plan (calibrated where it measures its lr
+scales), the loss, the batches, device and precision: one function, used by `run.train`, the
+benchmarks and the tests, so none of them rebuilds the pipeline by hand. It writes nothing:
+every check a user can fail (names, files, columns, labels, options) runs here, before a
+run directory is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from warmstart.config import RunConfig
+from warmstart.data import load_task
+from warmstart.data.base import Examples, TaskData
+from warmstart.data.batches import Batches
+from warmstart.errors import WarmstartError
+from warmstart.models import build_model
+from warmstart.models.base import Adapter
+from warmstart.strategies import STRATEGIES, Plan
+from warmstart.training import distributed
+from warmstart.training.checkpoint import Resume
+from warmstart.training.evaluate import evaluate
+from warmstart.training.loop import FitSettings
+from warmstart.training.loss import LossFn, make_loss
+from warmstart.training.regularize import make_penalty
+
+log = logging.getLogger("warmstart")
+
+
+@dataclass
+class Session:
+    """A run put together, nothing trained or written yet.
+
+    Attributes:
+        cfg: the run's config.
+        place: this process's rank among the run's processes.
+        device, precision: where and in what precision it trains.
+        data: the task's splits and label names.
+        adapter: the adapter the plan trains (for lora/ia3 the peft-wrapped one).
+        plan: the strategy's plan, lr scales final (calibrated unless resuming).
+        lr: the base learning rate.
+        loss_fn: the loss `fit` minimises (task loss, label smoothing, class weights,
+            regularisers).
+        train, val, test: the batches of each split (test None when it is empty).
+        accumulate: micro-batches per optimizer step.
+    """
+
+    cfg: RunConfig
+    place: distributed.Dist
+    device: torch.device
+    precision: str
+    data: TaskData
+    adapter: Adapter
+    plan: Plan
+    lr: float
+    loss_fn: LossFn
+    train: Batches
+    val: Batches
+    test: Batches | None
+    accumulate: int
+
+    @property
+    def model(self) -> nn.Module:
+        return self.adapter.module
+
+    @property
+    def settings(self) -> FitSettings:
+        return FitSettings(self.cfg.optim, self.cfg.train, self.lr, self.device, self.precision)
+
+    def score(self, model: nn.Module, batches: Batches, full: bool = False) -> dict[str, Any]:
+        """The metrics of `model` on `batches` (with `full`, the per-class report too)."""
+        return evaluate(model, batches, self.device, self.data.label_names, full=full)
+
+    def batches(self, split: Examples) -> Batches:
+        """Evaluation batches of any examples of this task."""
+        return batches_for(self.adapter, split, self.cfg, train=False, place=self.place)
+
+
+def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
+          device_name: str | None = None, resume: Resume | None = None) -> Session:
+    """Put the run `cfg` describes together.
+
+    Args:
+        cfg: the run's config.
+        place: this process's place among several (default: the current one, or a single
+            process outside torchrun).
+        device_name: the device to use (default `train.device`; `distributed.setup` picks
+            each process's GPU under torchrun).
+        resume: the checkpoint the run continues, if any: its global batch is kept, and a
+            strategy's calibration is skipped (the checkpoint's optimizer has the scales).
+
+    Raises:
+        WarmstartError: anything the user can get wrong: names, files, columns, options.
+    """
+    place = place or distributed.current()
+    device = resolve_device(device_name or cfg.train.device)
+    precision = resolve_precision(cfg.train.precision, device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    split_seed = cfg.data.split_seed if cfg.data.split_seed is not None else cfg.train.seed
+    data = load_task(cfg.data, split_seed)
+    seed_everything(cfg.train.seed)  # the new head's initialisation follows the seed
+    adapter = build_model(cfg.model, len(data.label_names), seed=cfg.train.seed)
+    if adapter.kind != data.kind:
+        raise WarmstartError(f"model {cfg.model.name!r} reads {adapter.kind} but data "
+                             f"{cfg.data.name!r} holds {data.kind}; pick a matching pair")
+    plan = STRATEGIES.get(cfg.strategy.name)(adapter, cfg.strategy)
+    adapter = plan.adapter or adapter
+    adapter.module.to(device)
+    lr = cfg.optim.lr if cfg.optim.lr is not None else adapter.default_lr
+    weights = class_weights_for(cfg, data.train.labels, len(data.label_names))
+    # Anchored to the pretrained weights, before any checkpoint is loaded.
+    penalty = make_penalty(plan, adapter.head, cfg.regularize)
+    loss_fn = make_loss(label_smoothing=cfg.regularize.label_smoothing, class_weights=weights,
+                        penalty=penalty)
+    accumulate = accumulation_for(cfg, place, resume)
+    train = batches_for(adapter, data.train, cfg, train=True, place=place, accumulate=accumulate)
+    if plan.calibrate is not None and resume is None:
+        # Measured with the task's plain loss: how much the new task asks of each group.
+        plan = plan.with_scales(plan.calibrate(adapter.module, train, device, make_loss()))
+    return Session(
+        cfg=cfg, place=place, device=device, precision=precision, data=data, adapter=adapter,
+        plan=plan, lr=lr, loss_fn=loss_fn, train=train,
+        val=batches_for(adapter, data.validation, cfg, train=False, place=place),
+        test=batches_for(adapter, data.test, cfg, train=False, place=place)
+        if len(data.test) else None,
+        accumulate=accumulate,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) from the run's one seed."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when present, else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise WarmstartError(f"config key 'train.device': {name!r} is not a device "
+                             "(use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WarmstartError("config key 'train.device': cuda was asked for but no GPU is "
+                             "visible; use train.device=cpu")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto` -> bf16 on a GPU that supports it, else fp32; warn where bf16 will crawl."""
+    if name == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else "fp32"
+    if name in ("bf16", "fp16") and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("train.precision=%s on a CPU without native bf16/fp16 support: matmuls "
+                    "run far slower than fp32 here (use train.precision=fp32)", name)
+    return name
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def batches_for(adapter: Adapter, split: Examples, cfg: RunConfig, *, train: bool,
+                place: distributed.Dist, accumulate: int = 1) -> Batches:
+    """Encode a split once and serve it in batches (length-grouped for text training)."""
+    encoded = adapter.encode(split.inputs)
+    lengths = adapter.lengths(encoded) if adapter.lengths is not None else None
+    if train and not cfg.train.group_by_length:
+        lengths = None
+    return Batches(encoded, split.labels, adapter.collate,
+                   cfg.train.batch_size if train else cfg.train.eval_batch_size,
+                   shuffle=train, seed=cfg.train.seed, lengths=lengths,
+                   accumulate=accumulate if train else 1, rank=place.rank, world=place.world)
+
+
+def accumulation_for(cfg: RunConfig, place: distributed.Dist, resume: Resume | None) -> int:
+    """Micro-batches per step; a resumed run keeps the checkpoint's global batch even when
+    it runs on another number of processes (so it sees the same step batches)."""
+    if resume is None:
+        return cfg.train.accumulate
+    step_size = resume.loop.step_size
+    per_step = cfg.train.batch_size * place.world
+    if not step_size or step_size == per_step * cfg.train.accumulate:
+        return cfg.train.accumulate
+    if step_size % per_step:
+        raise WarmstartError(
+            f"the checkpoint's global batch of {step_size} cannot be split into {place.world} "
+            f"processes x train.batch_size {cfg.train.batch_size}; resume with a process "
+            "count that divides it")
+    log.warning("resuming on %d processes: train.accumulate %d -> %d keeps the global batch "
+                "of %d", place.world, cfg.train.accumulate, step_size // per_step, step_size)
+    return step_size // per_step
+
+
+def class_weights_for(cfg: RunConfig, labels: np.ndarray, n: int) -> torch.Tensor | None:
+    """Loss weights per class: none, `balanced` (n / (k * count), as scikit-learn), or given."""
+    spec = cfg.train.class_weights
+    if spec == "none":
+        return None
+    if spec == "balanced":
+        counts = np.bincount(labels, minlength=n).astype(np.float64)
+        return torch.tensor(len(labels) / (n * np.maximum(counts, 1)), dtype=torch.float32)
+    if len(spec) != n:
+        raise WarmstartError(f"config key 'train.class_weights': {len(spec)} weights given for "
+                             f"{n} classes; give one per class in label order")
+    return torch.tensor(spec, dtype=torch.float32)
