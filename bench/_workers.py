@@ -197,14 +197,14 @@ def run_warmstart(case: Case, variant: str | None = None) -> dict[str, Any]:
         texts = task_of(case, Path(tmp)).train.inputs
     tokens, tokens_sq = token_stats(texts, case.max_length)
     return {
-        "peak_rss_mb": rss, "train_seconds": summary["train_seconds"],
-        "cache_seconds": summary["cache_seconds"], "cached": summary["cache_seconds"] > 0,
-        "train_examples": summary["examples"]["train"],
-        "samples": summary["examples"]["train"] * case.epochs,
+        "peak_rss_mb": rss, "train_seconds": summary.train_seconds,
+        "cache_seconds": summary.cache_seconds, "cached": summary.cache_seconds > 0,
+        "train_examples": summary.examples.train,
+        "samples": summary.examples.train * case.epochs,
         "tokens": tokens, "tokens_sq": tokens_sq,
-        "test_accuracy": summary["test"].get("accuracy"), "best_epoch": summary["best_epoch"],
-        "trainable": summary["params"]["trainable"], "threads": torch.get_num_threads(),
-        "ws_peak_memory_mb": summary["peak_memory_mb"],
+        "test_accuracy": summary.test.get("accuracy"), "best_epoch": summary.best_epoch,
+        "trainable": summary.params.trainable, "threads": torch.get_num_threads(),
+        "ws_peak_memory_mb": summary.peak_memory_mb,
     }
 
 

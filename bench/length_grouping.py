@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
                                          f"train.group_by_length={str(grouped).lower()}"])
                 summary = train(cfg, quiet=True)
             rows.append({"data": args.data, "seed": seed, "group_by_length": grouped,
-                         "test_accuracy": summary["test"]["accuracy"],
-                         "test_f1_macro": summary["test"]["f1_macro"],
-                         "samples_per_second": summary["samples_per_second"]})
+                         "test_accuracy": summary.test["accuracy"],
+                         "test_f1_macro": summary.test["f1_macro"],
+                         "samples_per_second": summary.samples_per_second})
             print(f"seed {seed} group_by_length={grouped!s:5}: test accuracy "
                   f"{rows[-1]['test_accuracy']:.4f}, {rows[-1]['samples_per_second']:.1f} "
                   "samples/s", flush=True)

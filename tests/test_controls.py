@@ -22,6 +22,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from warmstart.config import OptimConfig, TrainConfig, load_config
 from warmstart.data.batches import Batches
 from warmstart.strategies.base import Plan
+from warmstart.summary import read_summary
 from warmstart.training.evaluate import evaluate
 from warmstart.training.loop import FitSettings, fit, should_stop
 from warmstart.training.loss import make_loss
@@ -247,10 +248,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     resumed = _cli(["--resume", str(tmp_path / "run"), "--quiet"])
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    a = json.loads((tmp_path / "ref" / "summary.json").read_text())
-    b = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert b["history"] == a["history"]
-    assert b["test"] == a["test"] and b["best_epoch"] == a["best_epoch"]
+    a, b = read_summary(tmp_path / "ref"), read_summary(tmp_path / "run")
+    assert b.history == a.history
+    assert b.test == a.test and b.best_epoch == a.best_epoch
     wa = load_file(str(tmp_path / "ref" / "model" / "model.safetensors"))
     wb = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -294,12 +294,12 @@ def test_tensorboard_and_mlflow_logs(tmp_path):
     summary = train(cfg, quiet=True)
     events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
     events.Reload()
-    assert len(events.Scalars("train/loss")) == summary["steps"]
+    assert len(events.Scalars("train/loss")) == summary.steps
     assert [e.value for e in events.Scalars("val/accuracy")] == pytest.approx(
-        [h["val_accuracy"] for h in summary["history"]])
+        [h["val_accuracy"] for h in summary.history])
     client = mlflow.MlflowClient(tracking_uri=(tmp_path / "r" / "mlruns").resolve().as_uri())
     run = client.search_runs([client.get_experiment_by_name("warmstart").experiment_id])[0]
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.value for m in history] == pytest.approx(
-        [h["val_accuracy"] for h in summary["history"]])
+        [h["val_accuracy"] for h in summary.history])
     assert run.data.params["strategy.name"] == "full"

@@ -17,6 +17,7 @@ from conftest import make_rows, write_csv
 from safetensors.torch import load_file
 
 from warmstart.cli import main
+from warmstart.summary import read_summary
 
 TESTS = Path(__file__).resolve().parent
 # The caller's PYTHONPATH stays behind the tests' own (a source checkout run with src on it).
@@ -66,13 +67,12 @@ def test_two_processes_match_one_with_the_same_global_batch(text_data, strategy)
     # the recorded activations differ from a live forward by float rounding (measured: 1.0e-5
     # after training, against exactly 0 between 1 and 2 processes without the cache).
     assert worst < (1e-5 if "full" in strategy[0] else 5e-5), worst
-    s1 = json.loads((tmp / "one" / "summary.json").read_text())
-    s2 = json.loads((tmp / "two" / "summary.json").read_text())
-    assert (s1["global_batch"], s2["global_batch"]) == (8, 8)
-    assert (s1["processes"], s2["processes"]) == (1, 2)
-    assert (s2["cache_seconds"] > 0) == ("partial" in strategy[0])
-    assert s2["history"][-1]["train_loss"] == pytest.approx(s1["history"][-1]["train_loss"],
-                                                            abs=1e-5)
+    s1, s2 = read_summary(tmp / "one"), read_summary(tmp / "two")
+    assert (s1.global_batch, s2.global_batch) == (8, 8)
+    assert (s1.processes, s2.processes) == (1, 2)
+    assert (s2.cache_seconds > 0) == ("partial" in strategy[0])
+    assert s2.history[-1]["train_loss"] == pytest.approx(s1.history[-1]["train_loss"],
+                                                         abs=1e-5)
 
 
 @pytest.mark.parametrize("strategy", ["full", "partial"])
@@ -112,13 +112,12 @@ def test_killed_on_two_processes_resumed_on_one(tmp_path):
                               "--resume", str(tmp_path / "run")],
                              env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    ref = json.loads((tmp_path / "ref" / "summary.json").read_text())
-    run = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert run["processes"] == 1 and run["global_batch"] == ref["global_batch"] == 16
-    for a, b in zip(ref["history"], run["history"]):
+    ref, run = read_summary(tmp_path / "ref"), read_summary(tmp_path / "run")
+    assert run.processes == 1 and run.global_batch == ref.global_batch == 16
+    for a, b in zip(ref.history, run.history):
         assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-4)
         assert b["val_accuracy"] == pytest.approx(a["val_accuracy"], abs=1e-6)
-    assert run["test"]["accuracy"] == pytest.approx(ref["test"]["accuracy"], abs=1e-6)
+    assert run.test["accuracy"] == pytest.approx(ref.test["accuracy"], abs=1e-6)
 
 
 def test_fsdp_on_two_processes_matches_one(text_data):
@@ -135,8 +134,8 @@ def test_fsdp_on_two_processes_matches_one(text_data):
     assert one.keys() == two.keys()
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
     assert worst < 1e-5, worst
-    summary = json.loads((tmp / "fsdp-two" / "summary.json").read_text())
-    assert (summary["processes"], summary["global_batch"]) == (2, 8)
+    summary = read_summary(tmp / "fsdp-two")
+    assert (summary.processes, summary.global_batch) == (2, 8)
     # Checkpoints hold whole tensors, so any process count (or DDP) can resume them.
     last = sorted((tmp / "fsdp-two" / "checkpoints").glob("step-*"))[-1]
     weights = load_file(str(last / "model.safetensors"))

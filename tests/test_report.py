@@ -36,6 +36,7 @@ from warmstart.config import load_config
 from warmstart.report.build import write_reports
 from warmstart.report.card import model_card, strategy_options
 from warmstart.report.table import COLUMNS, best_of, summarize
+from warmstart.summary import RunSummary, read_summary
 
 CHART_IDS = {"learning-curves", "quality-vs-params", "quality-vs-time", "confusion-matrix"}
 CHROMIUM_FLAGS = [
@@ -178,12 +179,12 @@ def _metrics(acc: float) -> dict:
             "confusion_matrix": [[8, 1, 1], [0, 9, 1], [1, 2, 7]]}
 
 
-def fake_summary(run: str, strategy: str, seed: int, acc: float, trainable: int) -> dict:
-    """A summary.json with the keys `warmstart train` writes, made-up numbers."""
+def fake_summary(run: str, strategy: str, seed: int, acc: float, trainable: int) -> RunSummary:
+    """A run summary with every field `warmstart train` writes, made-up numbers."""
     history = [{"epoch": e, "step": 5 * e, "train_loss": 1.2 / e, "train_accuracy": acc,
                 "val_loss": 1.0 / e, "val_accuracy": acc - 0.1 / e, "val_f1_macro": acc - 0.1}
                for e in (1, 2, 3)]
-    return {
+    return RunSummary.from_dict({
         "run": run, "model": "tiny-bert", "data": "toy.csv", "strategy": strategy,
         "labels": LABELS, "examples": {"train": 60, "validation": 30, "test": 30},
         "best_epoch": 2 + seed % 2, "epochs": 3, "stopped_early": False, "steps": 15,
@@ -191,10 +192,11 @@ def fake_summary(run: str, strategy: str, seed: int, acc: float, trainable: int)
         "final_epoch": history[-1], "history": history,
         "params": {"trainable": trainable, "total": 10_000, "fraction": trainable / 10_000},
         "lr": {"base": 1e-3, "groups": {}}, "train_seconds": 2.0 + acc + seed,
-        "wall_seconds": 9.0, "samples_per_second": 100 * acc + seed, "peak_memory_mb": 500.0 + seed,
-        "device": "cpu", "precision": "fp32", "threads": 2, "seed": seed,
+        "cache_seconds": 0.0, "wall_seconds": 9.0, "samples_per_second": 100 * acc + seed,
+        "peak_memory_mb": 500.0 + seed, "device": "cpu", "precision": "fp32", "processes": 1,
+        "global_batch": 8, "threads": 2, "seed": seed,
         "versions": {"warmstart": "0.1.0", "torch": "2", "python": "3"},
-    }
+    })
 
 
 STRATEGIES = {"head": (0.70, 99), "partial:k=1": (0.80, 2_000), "full": (0.85, 10_000)}
@@ -211,7 +213,7 @@ def compare_dir(tmp_path_factory) -> tuple[Path, dict]:
             summary = fake_summary(str(out / name), strategy.split(":")[0], seed,
                                    acc + 0.01 * seed, trainable)
             (out / name).mkdir(parents=True)
-            (out / name / "summary.json").write_text(json.dumps(summary))
+            (out / name / "summary.json").write_text(json.dumps(summary.to_dict()))
             steps = [{"kind": "step", "step": s, "loss": 1.5 - 0.05 * s} for s in range(1, 16)]
             (out / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, steps)) + "\n")
             groups.setdefault(strategy, []).append((name, summary))
@@ -234,7 +236,7 @@ def check_table_against_summaries(out: Path) -> None:
     for row in rows:
         runs = [p for p in out.iterdir() if (p / "summary.json").is_file()
                 and p.name.rsplit("-seed", 1)[0] == _slug(row["strategy"])]
-        summaries = [json.loads((p / "summary.json").read_text()) for p in runs]
+        summaries = [read_summary(p) for p in runs]
         assert len(summaries) == int(row["runs"])
         for col in COLUMNS:
             values = [col.value(s) for s in summaries]
@@ -253,7 +255,7 @@ def test_table_matches_summaries(compare_dir):
     out, _ = compare_dir
     check_table_against_summaries(out)
     gap = [c for c in COLUMNS if c.key == "overfit_gap"][0]
-    summary = json.loads((out / "full-seed0" / "summary.json").read_text())
+    summary = read_summary(out / "full-seed0")
     assert gap.value(summary) == pytest.approx(0.85 - 0.82)  # train acc - validation acc
 
 

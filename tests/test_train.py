@@ -33,20 +33,20 @@ def golden(tmp_path_factory):
 
 def test_golden_run_learns_and_reports(golden):
     tmp, _, s = golden
-    losses = [row["train_loss"] for row in s["history"]]
+    losses = [row["train_loss"] for row in s.history]
     assert losses[-1] < 0.7 * losses[0], losses  # the loss falls
-    assert s["test"]["accuracy"] > 0.6  # three classes: chance is 1/3
-    scalars = [v for split in ("validation", "test") for v in s[split].values()
+    assert s.test["accuracy"] > 0.6  # three classes: chance is 1/3
+    scalars = [v for split in (s.validation, s.test) for v in split.values()
                if isinstance(v, float)]
     assert len(scalars) == 10 and all(math.isfinite(v) for v in scalars)
-    assert s["best_epoch"] in range(1, 5)
-    best = s["history"][s["best_epoch"] - 1]
-    assert s["validation"]["accuracy"] == pytest.approx(best["val_accuracy"])
-    assert set(s["test"]["per_class"]) >= {"food", "sport", "tech", "macro avg"}
-    assert len(s["test"]["confusion_matrix"]) == 3
-    assert s["params"]["trainable"] == s["params"]["total"] > 0
-    assert s["samples_per_second"] > 0 and s["peak_memory_mb"] > 0
-    assert s["labels"] == ["food", "sport", "tech"]
+    assert s.best_epoch in range(1, 5)
+    best = s.history[s.best_epoch - 1]
+    assert s.validation["accuracy"] == pytest.approx(best["val_accuracy"])
+    assert set(s.test["per_class"]) >= {"food", "sport", "tech", "macro avg"}
+    assert len(s.test["confusion_matrix"]) == 3
+    assert s.params.trainable == s.params.total > 0
+    assert s.samples_per_second > 0 and s.peak_memory_mb > 0
+    assert s.labels == ["food", "sport", "tech"]
 
 
 def test_run_directory_layout(golden):
@@ -56,20 +56,20 @@ def test_run_directory_layout(golden):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if r["kind"] == "step"]
     epochs = [r for r in rows if r["kind"] == "epoch"]
-    assert len(epochs) == 4 and len(steps) == s["steps"]
-    assert json.loads((run / "summary.json").read_text())["test"] == s["test"]
+    assert len(epochs) == 4 and len(steps) == s.steps
+    assert json.loads((run / "summary.json").read_text())["test"] == s.test
     assert (run / "model" / "config.json").is_file()  # Hugging Face layout
     card = (run / "README.md").read_text()
-    assert "tiny-bert" in card and f"{s['test']['accuracy']:.4f}"[:4] in card
+    assert "tiny-bert" in card and f"{s.test['accuracy']:.4f}"[:4] in card
     assert any(p.suffix == ".safetensors" for p in (run / "model").iterdir())
 
 
 def test_same_seed_same_run_different_seed_differs(golden, tmp_path):
     _, data, s = golden
     again = train(_cfg(tmp_path, data, "again"), quiet=True)
-    assert [r["train_loss"] for r in again["history"]] == [r["train_loss"] for r in s["history"]]
+    assert [r["train_loss"] for r in again.history] == [r["train_loss"] for r in s.history]
     other = train(_cfg(tmp_path, data, "other", ["train.seed=1"]), quiet=True)
-    assert [r["train_loss"] for r in other["history"]] != [r["train_loss"] for r in s["history"]]
+    assert [r["train_loss"] for r in other.history] != [r["train_loss"] for r in s.history]
 
 
 def test_predict_and_evaluate_reload_the_saved_model(golden, capsys):
@@ -96,6 +96,6 @@ def test_real_minilm_loss_falls(tmp_path):
         "model.name=minilm-l6", f"data.name={data}", "train.epochs=2", "train.batch_size=8",
         "optim.lr=1e-4", "model.max_length=32", f"output.dir={tmp_path}", "output.save_model=false",
     ]), quiet=True)
-    losses = [r["train_loss"] for r in s["history"]]
+    losses = [r["train_loss"] for r in s.history]
     assert losses[1] < losses[0]
-    assert s["test"]["accuracy"] > 0.5
+    assert s.test["accuracy"] > 0.5

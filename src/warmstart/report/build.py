@@ -21,15 +21,15 @@ from warmstart.report.html import Chart, page, results_table
 from warmstart.report.table import (
     LEGEND,
     Row,
-    Summary,
     best_of,
     csv_text,
     markdown_table,
     rich_table,
     summarize,
 )
+from warmstart.summary import RunSummary, Split
 
-Groups = dict[str, list[tuple[str, Summary]]]  # strategy -> [(run name, summary), ...]
+Groups = dict[str, list[tuple[str, RunSummary]]]  # strategy spec -> [(run name, summary), ...]
 
 
 def best_strategy(rows: list[Row]) -> Row:
@@ -43,18 +43,18 @@ def best_strategy(rows: list[Row]) -> Row:
 def context_of(groups: Groups, cfg: RunConfig) -> dict[str, str]:
     """What was compared, for the top of the reports."""
     first = next(iter(groups.values()))[0][1]
-    seeds = sorted({s["seed"] for runs in groups.values() for _, s in runs})
-    ex = first["examples"]
+    seeds = sorted({s.seed for runs in groups.values() for _, s in runs})
+    ex = first.examples
     return {
         "base model": cfg.model.name,
-        "data": f"{first['data']} ({ex['train']} train / {ex['validation']} validation / "
-                f"{ex['test']} test, {len(first['labels'])} classes)",
+        "data": f"{first.data} ({ex.train} train / {ex.validation} validation / "
+                f"{ex.test} test, {len(first.labels)} classes)",
         "strategies": ", ".join(groups),
         "seeds": ", ".join(map(str, seeds)),
         "training": f"{cfg.train.epochs} epoch(s) max, batch {cfg.train.batch_size}, "
                     f"{cfg.optim.schedule} schedule, best epoch by validation "
                     f"{cfg.train.metric}",
-        "hardware": f"{first['device']} ({first['precision']}, {first['threads']} threads)",
+        "hardware": f"{first.device} ({first.precision}, {first.threads} threads)",
         "written": datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
 
@@ -74,11 +74,11 @@ def make_charts(out: Path, groups: Groups, rows: list[Row], metric: str) -> list
     validation = {k: [charts.validation_curve(s, metric) for _, s in runs]
                   for k, runs in groups.items()}
     best = best_strategy(rows)
-    split = "test" if all(s.get("test") for _, s in groups[best.strategy]) else "validation"
     runs = groups[best.strategy]
+    split: Split = "test" if all(s.test for _, s in runs) else "validation"
     matrix = [[sum(cells) for cells in zip(*rows_)]  # summed over seeds, cell by cell
-              for rows_ in zip(*[s[split]["confusion_matrix"] for _, s in runs])]
-    labels = runs[0][1]["labels"]
+              for rows_ in zip(*[s.metrics(split)["confusion_matrix"] for _, s in runs])]
+    labels = runs[0][1].labels
     spec = [
         ("learning-curves", "Learning curves",
          charts.learning_curves(train_loss, validation, metric),

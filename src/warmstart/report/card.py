@@ -14,35 +14,25 @@ import math
 from pathlib import Path
 from typing import Any
 
-from warmstart.config import RunConfig, StrategyConfig
+from warmstart.config import RunConfig
 from warmstart.files import atomic_write_text
-
-Summary = dict[str, Any]
+from warmstart.summary import RunSummary, Split
 
 
 def strategy_options(cfg: RunConfig) -> dict[str, Any]:
-    """The strategy.* options that apply to the chosen strategy.
-
-    Each option's help text starts with the strategies it applies to (`partial: ...`,
-    `lora/ia3: ...`), so a new strategy's options show up here without touching this file.
-    """
-    chosen = {}
-    for f in dataclasses.fields(StrategyConfig):
-        owners, sep, _ = f.metadata.get("help", "").partition(":")
-        if sep and cfg.strategy.name in [o.strip() for o in owners.split("/")]:
-            chosen[f.name] = getattr(cfg.strategy, f.name)
-    return chosen
+    """The chosen strategy's `strategy.*` options (its own options dataclass, by field)."""
+    return dataclasses.asdict(cfg.strategy.options)
 
 
-def _hardware(run_dir: Path, summary: Summary) -> str:
+def _hardware(run_dir: Path, summary: RunSummary) -> str:
     """Device, CPU model and thread count, from the run's environment.json where present."""
     env_path = run_dir / "environment.json"
     env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
     if env.get("cuda"):
-        return f"{env['cuda']} ({summary['precision']})"
+        return f"{env['cuda']} ({summary.precision})"
     cpu = env.get("processor") or cpu_model() or "CPU"
     cores = f", {env['cpus']} cores" if env.get("cpus") else ""
-    return f"{cpu}{cores}, {summary['threads']} torch threads, {summary['precision']}"
+    return f"{cpu}{cores}, {summary.threads} torch threads, {summary.precision}"
 
 
 def cpu_model() -> str:
@@ -63,12 +53,13 @@ def _kind(run_dir: Path) -> str:
     return "inputs"
 
 
-def _metrics_table(summary: Summary) -> str:
-    splits = [s for s in ("train", "validation", "test") if summary.get(s)]
+def _metrics_table(summary: RunSummary) -> str:
+    all_splits: tuple[Split, ...] = ("train", "validation", "test")
+    splits = [s for s in all_splits if summary.metrics(s)]
     keys = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
     lines = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
     for key in keys:
-        values = [summary[s].get(key) for s in splits]
+        values = [summary.metrics(s).get(key) for s in splits]
         lines.append(f"| {key} | " + " | ".join(
             "-" if v is None else f"{v:.4f}" for v in values) + " |")
     return "\n".join(lines)
@@ -83,17 +74,18 @@ def _per_class_table(report: dict[str, Any], labels: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _limitations(summary: Summary, cfg: RunConfig, kind: str, split: str) -> list[str]:
+def _limitations(summary: RunSummary, cfg: RunConfig, kind: str) -> list[str]:
     """Limitations the run's own numbers and settings reveal."""
-    m, n = summary[split], summary["examples"][split]
+    split = summary.quality_split
+    m, n = summary.quality, summary.examples.of(split)
     half = 1.96 * math.sqrt(max(m["accuracy"] * (1 - m["accuracy"]), 1e-12) / max(n, 1))
     out = [f"Measured on {n} held-out examples from the same source as the training data: "
            f"{split} accuracy {m['accuracy']:.3f} is known to about ±{half:.3f} (95%, normal "
            "approximation); on other sources (other years, styles or domains) expect less.",
-           f"It always answers with one of the {len(summary['labels'])} training labels, even "
+           f"It always answers with one of the {len(summary.labels)} training labels, even "
            "for inputs that belong to none of them."]
     per_class = m.get("per_class") or {}
-    scores = {k: per_class[k]["f1-score"] for k in summary["labels"] if k in per_class}
+    scores = {k: per_class[k]["f1-score"] for k in summary.labels if k in per_class}
     if scores:
         worst = min(scores, key=scores.get)
         out.append(f"Weakest class on {split}: {worst!r} (F1 {scores[worst]:.3f}).")
@@ -101,95 +93,94 @@ def _limitations(summary: Summary, cfg: RunConfig, kind: str, split: str) -> lis
         out.append(f"Texts are cut to their first {cfg.model.max_length} tokens; what comes "
                    "later is never seen.")
     if cfg.data.limit is not None:
-        out.append(f"Trained on a stratified subset of {summary['examples']['train']} examples "
+        out.append(f"Trained on a stratified subset of {summary.examples.train} examples "
                    f"(data.limit={cfg.data.limit}), not the whole training split.")
     out.append(f"It inherits the biases of the pretrained model ({cfg.model.name}) and of the "
                "training data; check it on your own cases before relying on it.")
     return out
 
 
-def _model_section(summary: Summary, cfg: RunConfig) -> list[str]:
+def _model_section(summary: RunSummary, cfg: RunConfig) -> list[str]:
     options = strategy_options(cfg)
-    params = summary["params"]
+    params = summary.params
     return [
         "## Model", "",
         f"- base model: {cfg.model.name}",
         f"- strategy: {cfg.strategy.name}"
         + (" (" + ", ".join(f"{k}={v}" for k, v in options.items()) + ")" if options else ""),
-        f"- trainable parameters: {params['trainable']:,} of {params['total']:,} "
-        f"({params['fraction']:.2%})",
-        f"- learning rate: {summary['lr']['base']:g} ({cfg.optim.schedule} schedule), "
-        f"batch {cfg.train.batch_size} x {cfg.train.accumulate}, seed {summary['seed']}",
-        f"- epochs: {summary['epochs']} of {cfg.train.epochs}, best epoch "
-        f"{summary['best_epoch']} (by validation {cfg.train.metric}; its weights are saved)",
+        f"- trainable parameters: {params.trainable:,} of {params.total:,} "
+        f"({params.fraction:.2%})",
+        f"- learning rate: {summary.lr.base:g} ({cfg.optim.schedule} schedule), "
+        f"batch {cfg.train.batch_size} x {cfg.train.accumulate}, seed {summary.seed}",
+        f"- epochs: {summary.epochs} of {cfg.train.epochs}, best epoch "
+        f"{summary.best_epoch} (by validation {cfg.train.metric}; its weights are saved)",
     ]
 
 
-def _data_section(summary: Summary) -> list[str]:
-    ex = summary["examples"]
+def _data_section(summary: RunSummary) -> list[str]:
+    ex = summary.examples
     return [
         "## Data", "",
-        f"- source: {summary['data']}",
-        f"- examples: {ex['train']} train / {ex['validation']} validation / {ex['test']} test",
-        f"- {len(summary['labels'])} classes: {', '.join(summary['labels'])}",
+        f"- source: {summary.data}",
+        f"- examples: {ex.train} train / {ex.validation} validation / {ex.test} test",
+        f"- {len(summary.labels)} classes: {', '.join(summary.labels)}",
     ]
 
 
-def _metrics_section(summary: Summary, split: str) -> list[str]:
-    per_class = summary[split].get("per_class")
+def _metrics_section(summary: RunSummary) -> list[str]:
+    per_class = summary.quality.get("per_class")
     return [
         "## Metrics", "", _metrics_table(summary), "",
-        f"Per class ({split}):", "",
-        _per_class_table(per_class, summary["labels"]) if per_class else "(none recorded)",
+        f"Per class ({summary.quality_split}):", "",
+        _per_class_table(per_class, summary.labels) if per_class else "(none recorded)",
     ]
 
 
-def _training_section(run_dir: Path, summary: Summary) -> list[str]:
-    versions = summary["versions"]
+def _training_section(run_dir: Path, summary: RunSummary) -> list[str]:
+    versions = summary.versions
     return [
         "## Training", "",
-        f"- time: {summary['train_seconds']:.1f} s training, {summary['wall_seconds']:.1f} s "
-        f"in all; {summary['samples_per_second']:.1f} samples/s",
-        f"- peak memory: {summary['peak_memory_mb']:.0f} MB",
+        f"- time: {summary.train_seconds:.1f} s training, {summary.wall_seconds:.1f} s "
+        f"in all; {summary.samples_per_second:.1f} samples/s",
+        f"- peak memory: {summary.peak_memory_mb:.0f} MB",
         f"- hardware: {_hardware(run_dir, summary)}",
-        f"- software: warmstart {versions['warmstart']}, torch {versions['torch']}, "
-        f"Python {versions['python']}",
+        f"- software: warmstart {versions.warmstart}, torch {versions.torch}, "
+        f"Python {versions.python}",
     ]
 
 
-def _use_section(run_dir: Path, summary: Summary, kind: str) -> list[str]:
+def _use_section(run_dir: Path, summary: RunSummary, kind: str) -> list[str]:
     things = {"text": "texts", "image": "images"}.get(kind, "inputs")
     usage = f"warmstart predict {run_dir} " + ('--text "..."' if kind == "text"
                                                 else "--input FILE")
     return [
         "## Intended use", "",
-        f"Sorting {things} like those in {summary['data']} into the classes above, e.g. "
+        f"Sorting {things} like those in {summary.data} into the classes above, e.g. "
         f"`{usage}`. It is a research artifact of a fine-tuning run, not a vetted product: "
         "do not use it for decisions about people.",
     ]
 
 
-def model_card(run_dir: Path, summary: Summary, cfg: RunConfig) -> str:
+def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
     """The card's Markdown text (with a small YAML header, as model hubs expect)."""
     kind = _kind(run_dir)
-    split = "test" if summary.get("test") else "validation"
     task = {"text": "text-classification", "image": "image-classification"}.get(kind)
     sections = [
         ["---", f"tags: [warmstart{', ' + task if task else ''}]", "metrics: [accuracy, f1]",
          "---", "", f"# {run_dir.name}", "",
          f"A {kind + ' ' if task else ''}classifier fine-tuned with warmstart from "
-         f"**{cfg.model.name}** on **{summary['data']}** with the **{cfg.strategy.name}** "
+         f"**{cfg.model.name}** on **{summary.data}** with the **{cfg.strategy.name}** "
          "strategy."],
         _model_section(summary, cfg),
         _data_section(summary),
-        _metrics_section(summary, split),
+        _metrics_section(summary),
         _training_section(run_dir, summary),
         _use_section(run_dir, summary, kind),
-        ["## Limitations", "", *[f"- {x}" for x in _limitations(summary, cfg, kind, split)]],
+        ["## Limitations", "", *[f"- {x}" for x in _limitations(summary, cfg, kind)]],
     ]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
-def write_model_card(run_dir: Path, summary: Summary, cfg: RunConfig) -> None:
+def write_model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> None:
     """Write `run_dir/README.md`, the model card of a finished run (atomically)."""
     atomic_write_text(Path(run_dir) / "README.md", model_card(Path(run_dir), summary, cfg))

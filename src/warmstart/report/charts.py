@@ -14,7 +14,8 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.figure import Figure
 
-from warmstart.report.table import Row, Summary
+from warmstart.report.table import Row
+from warmstart.summary import RunSummary
 
 Curve = list[tuple[float, float]]  # (epoch, value) points; fractional epochs within an epoch
 
@@ -118,20 +119,20 @@ def confusion(matrix: list[list[int]], labels: list[str], title: str) -> Figure:
     return fig
 
 
-def step_curve(summary: Summary, steps: list[dict]) -> Curve:
+def step_curve(summary: RunSummary, steps: list[dict]) -> Curve:
     """Training loss against (fractional) epochs, from `metrics.jsonl` step rows.
 
     Falls back to the per-epoch mean training loss of the summary's history when no step was
     logged (e.g. an older run without metrics.jsonl).
     """
-    history = summary["history"]
+    history = summary.history
     per_epoch = history[0]["step"] if history and history[0].get("step") else 0
     if steps and per_epoch:
         return [(row["step"] / per_epoch, float(row["loss"])) for row in steps]
     return [(h["epoch"], float(h["train_loss"])) for h in history if "train_loss" in h]
 
 
-def validation_curve(summary: Summary, metric: str) -> Curve:
+def validation_curve(summary: RunSummary, metric: str) -> Curve:
     """The validation metric at each epoch end, from the summary's history."""
     key = f"val_{metric}"
-    return [(h["epoch"], float(h[key])) for h in summary["history"] if key in h]
+    return [(h["epoch"], float(h[key])) for h in summary.history if key in h]

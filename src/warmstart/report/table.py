@@ -13,24 +13,26 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from rich.table import Table
 
-Summary = dict[str, Any]
+from warmstart.summary import RunSummary, Split
+
 NAN = float("nan")
 
 
-def _metric(split: str, key: str) -> Callable[[Summary], float]:
-    def get(s: Summary) -> float:
-        return float(s[split][key]) if s.get(split) else NAN  # no test split: no number
+def _metric(split: Split, key: str) -> Callable[[RunSummary], float]:
+    def get(s: RunSummary) -> float:
+        metrics = s.metrics(split)
+        return float(metrics[key]) if metrics else NAN  # no test split: no number
     return get
 
 
-def overfit_gap(s: Summary) -> float:
+def overfit_gap(s: RunSummary) -> float:
     """Train minus validation accuracy, both of the best epoch's weights (NaN if unknown)."""
-    train = (s.get("train") or {}).get("accuracy")
-    return NAN if train is None else float(train) - float(s["validation"]["accuracy"])
+    train = s.train.get("accuracy")
+    return NAN if train is None else float(train) - float(s.validation["accuracy"])
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Column:
     key: str  # results.csv has `<key>_mean` and `<key>_std`
     title: str
     short: str  # header in the terminal, where width is scarce
-    value: Callable[[Summary], float]
+    value: Callable[[RunSummary], float]
     better: Literal["high", "low", "near_zero"] | None
     fmt: str  # format spec of the mean and the spread
     spread: bool = True  # False: the same at every seed by construction (parameter counts)
@@ -52,15 +54,15 @@ COLUMNS = [
     Column("test_f1_macro", "test macro-F1", "test F1", _metric("test", "f1_macro"), "high",
            ".4f"),
     Column("trainable_params", "trainable params", "trainable",
-           lambda s: float(s["params"]["trainable"]), "low", ",.0f", spread=False),
-    Column("train_seconds", "train time (s)", "train s", lambda s: float(s["train_seconds"]),
+           lambda s: float(s.params.trainable), "low", ",.0f", spread=False),
+    Column("train_seconds", "train time (s)", "train s", lambda s: float(s.train_seconds),
            "low", ".1f"),
     Column("samples_per_second", "samples/s", "samples/s",
-           lambda s: float(s["samples_per_second"]), "high", ".1f"),
+           lambda s: float(s.samples_per_second), "high", ".1f"),
     Column("peak_memory_mb", "peak memory (MB)", "peak MB",
-           lambda s: float(s["peak_memory_mb"]), "low", ".0f"),
+           lambda s: float(s.peak_memory_mb), "low", ".0f"),
     # Which epoch was best says how long a strategy needs, not how good it is: never marked.
-    Column("best_epoch", "best epoch", "best ep", lambda s: float(s["best_epoch"]), None, ".1f"),
+    Column("best_epoch", "best epoch", "best ep", lambda s: float(s.best_epoch), None, ".1f"),
     # Negative gaps (validation above train, common with dropout in short runs) are not
     # "better" than zero, so the best gap is the one nearest zero.
     Column("overfit_gap", "overfit gap (train - val acc)", "gap", overfit_gap, "near_zero",
@@ -85,7 +87,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(known), statistics.stdev(known) if len(known) > 1 else NAN
 
 
-def summarize(groups: dict[str, list[tuple[str, Summary]]]) -> list[Row]:
+def summarize(groups: dict[str, list[tuple[str, RunSummary]]]) -> list[Row]:
     """Rows in the order given, from {strategy: [(run name, summary), ...]}."""
     rows = []
     for strategy, runs in groups.items():

@@ -26,9 +26,8 @@ from safetensors.torch import load_file, save_file
 
 from warmstart.errors import WarmstartError
 from warmstart.files import atomic_dir, commit_dir
+from warmstart.summary import SUMMARY
 from warmstart.training.distributed import Dist
-
-SUMMARY = "summary.json"
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -24,18 +24,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-import warmstart
 from warmstart.config import RunConfig, dump_config
 from warmstart.data.base import Examples
 from warmstart.errors import WarmstartError
 from warmstart.files import atomic_dir, atomic_write_json, atomic_write_text, commit_dir
 from warmstart.report.card import write_model_card
-from warmstart.strategies import STRATEGIES
+from warmstart.summary import SUMMARY, ExampleCounts, LearningRates, Params, RunSummary, Versions
 from warmstart.training import distributed
 from warmstart.training.cache import prepare
 from warmstart.training.callbacks import Callbacks, MetricsLog, ProgressDisplay, log_sinks
 from warmstart.training.checkpoint import (
-    SUMMARY,
     Checkpointer,
     Resume,
     is_finished,
@@ -46,6 +44,7 @@ from warmstart.training.distributed import Dist
 from warmstart.training.loop import fit
 from warmstart.training.session import setup
 from warmstart.training.solve import solve
+from warmstart.version import __version__
 
 
 def run_dir_of(cfg: RunConfig) -> Path:
@@ -110,7 +109,7 @@ def environment(seed: int) -> dict[str, Any]:
     import sklearn
     import transformers
 
-    return {"seed": seed, "warmstart": warmstart.__version__, "torch": torch.__version__,
+    return {"seed": seed, "warmstart": __version__, "torch": torch.__version__,
             "transformers": transformers.__version__, "scikit-learn": sklearn.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "processor": platform.processor(),
@@ -118,7 +117,7 @@ def environment(seed: int) -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> dict[str, Any]:
+def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> RunSummary:
     """Fine-tune as `cfg` says; write the run directory; return the summary.
 
     With `resume`, continue the run directory's latest checkpoint exactly (a run with no
@@ -132,10 +131,9 @@ def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> dict[
 
 
 def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
-           resume: bool) -> dict[str, Any]:
+           resume: bool) -> RunSummary:
     quiet = quiet or not place.is_main  # one voice: only the main process talks and writes
     console = Console(stderr=True, quiet=quiet)
-    STRATEGIES.get(cfg.strategy.name)  # fail fast on a bad name
     run_dir = run_dir_of(cfg)
     if is_finished(run_dir) and (resume or not cfg.output.overwrite):
         raise WarmstartError(f"{run_dir} already holds a finished run; pass --overwrite "
@@ -149,7 +147,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     if place.is_main:
         _start_run_dir(cfg, run_dir, point)
     distributed.barrier(place)  # the run directory is ready (and truncated on resume)
-    console.print(f"[bold]warmstart {warmstart.__version__}[/] -> {run_dir}"
+    console.print(f"[bold]warmstart {__version__}[/] -> {run_dir}"
                   + (f" (resuming at step {point.loop.step})" if point else ""))
     console.print(dump_config(cfg), highlight=False, markup=False)
     trainable, total = count_params(model)
@@ -200,59 +198,59 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     train_seconds = result.train_seconds + cache_seconds  # caching is part of training
     device, precision, lr, adapter = session.device, session.precision, session.lr, session.adapter
     train_b = session.train
-    if not place.is_main:
-        return {}
-    if cfg.output.save_model:
+    if place.is_main and cfg.output.save_model:
         tmp = atomic_dir(run_dir / "model")
         adapter.save(tmp, data.label_names)
         commit_dir(tmp, run_dir / "model")
 
-    summary = {
-        "run": str(run_dir),
-        "model": cfg.model.name, "data": data.source, "strategy": cfg.strategy.name,
-        "labels": data.label_names,
-        "examples": {"train": len(data.train), "validation": len(data.validation),
-                     "test": len(data.test)},
-        "best_epoch": result.best_epoch, "epochs": len(result.history),
-        "stopped_early": result.stopped_early, "steps": result.steps,
-        "validation": val_metrics, "test": test_metrics,
-        "train": {**train_metrics, "examples": TRAIN_SAMPLE_NOTE},
-        "final_epoch": result.history[-1],
-        "history": result.history,
-        "params": {"trainable": trainable, "total": total, "fraction": trainable / total},
-        "lr": {"base": lr, "groups": result.lrs},
-        "train_seconds": train_seconds, "cache_seconds": cache_seconds,
-        "wall_seconds": time.perf_counter() - started,
-        "samples_per_second": result.train_samples / max(train_seconds, 1e-9),
-        "peak_memory_mb": peak_memory_mb(device),
-        "device": str(device), "precision": precision, "processes": place.world,
-        "global_batch": train_b.step_size, "threads": torch.get_num_threads(),
-        "seed": cfg.train.seed,
-        "versions": {"warmstart": warmstart.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-    }
+    summary = RunSummary(
+        run=str(run_dir),
+        model=cfg.model.name, data=data.source, strategy=cfg.strategy.name,
+        labels=data.label_names,
+        examples=ExampleCounts(train=len(data.train), validation=len(data.validation),
+                               test=len(data.test)),
+        best_epoch=result.best_epoch, epochs=len(result.history),
+        stopped_early=result.stopped_early, steps=result.steps,
+        validation=val_metrics, test=test_metrics,
+        train={**train_metrics, "examples": TRAIN_SAMPLE_NOTE},
+        final_epoch=result.history[-1],
+        history=result.history,
+        params=Params(trainable=trainable, total=total, fraction=trainable / total),
+        lr=LearningRates(base=lr, groups=result.lrs),
+        train_seconds=train_seconds, cache_seconds=cache_seconds,
+        wall_seconds=time.perf_counter() - started,
+        samples_per_second=result.train_samples / max(train_seconds, 1e-9),
+        peak_memory_mb=peak_memory_mb(device),
+        device=str(device), precision=precision, processes=place.world,
+        global_batch=train_b.step_size, threads=torch.get_num_threads(),
+        seed=cfg.train.seed,
+        versions=Versions(warmstart=__version__, torch=torch.__version__,
+                          python=platform.python_version()),
+    )
+    if not place.is_main:
+        return summary  # the same run, measured here; only the main process writes
     write_model_card(run_dir, summary, cfg)
-    atomic_write_json(run_dir / SUMMARY, summary)  # last: marks the run finished
+    atomic_write_json(run_dir / SUMMARY, summary.to_dict())  # last: marks the run finished
     print_summary(summary, Console(quiet=quiet))
     return summary
 
 
-def print_summary(summary: dict[str, Any], console: Console) -> None:
+def print_summary(summary: RunSummary, console: Console) -> None:
     """The final metrics table."""
-    table = Table(title=f"{summary['run']}  (best epoch {summary['best_epoch']})")
+    table = Table(title=f"{summary.run}  (best epoch {summary.best_epoch})")
     table.add_column("metric")
     table.add_column("validation", justify="right")
     table.add_column("test", justify="right")
     for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"):
-        v, t = summary["validation"].get(key), summary["test"].get(key)
+        v, t = summary.validation.get(key), summary.test.get(key)
         table.add_row(key, f"{v:.4f}" if v is not None else "-",
                       f"{t:.4f}" if t is not None else "-")
-    p = summary["params"]
+    p = summary.params
     console.print(table)
     console.print(
-        f"trainable params {p['trainable']:,} / {p['total']:,} ({p['fraction']:.1%}) | "
-        f"train {summary['train_seconds']:.0f}s, {summary['samples_per_second']:.1f} samples/s | "
-        f"peak memory {summary['peak_memory_mb']:.0f} MB"
+        f"trainable params {p.trainable:,} / {p.total:,} ({p.fraction:.1%}) | "
+        f"train {summary.train_seconds:.0f}s, {summary.samples_per_second:.1f} samples/s | "
+        f"peak memory {summary.peak_memory_mb:.0f} MB"
     )
     if sys.stdout is not None:
         sys.stdout.flush()
