@@ -18,7 +18,7 @@ def main() -> None:
     place, _ = distributed.setup("cpu")
     torch.manual_seed(0)
     adapter = build_model(ModelConfig(name="tiny-bert"), 3)
-    plan = STRATEGIES.get("full")(adapter, StrategyConfig())
+    plan = STRATEGIES.get("full")(adapter, StrategyConfig().options)
     before = {k: v.clone() for k, v in adapter.module.state_dict().items()}
     sharded, groups = distributed.shard(adapter.module, plan.groups)
     # Every trainable parameter is now a shard of about 1/2 of the whole, owned by the copy.

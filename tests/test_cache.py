@@ -73,17 +73,17 @@ def test_cached_prefix_trains_the_same_model_without_running_the_frozen_groups(
     cached = _train(tmp_path, base, "cached")
     cached_calls, cached_state = dict(calls), _state(adapters[1])
 
-    assert cached["cache_seconds"] > 0 and plain["cache_seconds"] == 0
+    assert cached.cache_seconds > 0 and plain.cache_seconds == 0
     for key, value in plain_state.items():
         assert torch.allclose(value, cached_state[key], atol=1e-6), key
-    assert [h["train_loss"] for h in cached["history"]] == pytest.approx(
-        [h["train_loss"] for h in plain["history"]], abs=1e-6)
-    assert cached["test"]["accuracy"] == plain["test"]["accuracy"]
+    assert [h["train_loss"] for h in cached.history] == pytest.approx(
+        [h["train_loss"] for h in plain.history], abs=1e-6)
+    assert cached.test["accuracy"] == plain.test["accuracy"]
     # In training steps, the bottom group ran every step without the cache and never with
     # it (it ran once per example to record, without gradients); the trained top ran alike.
     bottom, top = adapters[0].groups[0].name, adapters[0].groups[-2].name
-    assert plain_calls[bottom] == plain["steps"] > 0 and cached_calls.get(bottom, 0) == 0
-    assert cached_calls[top] == plain_calls[top] == plain["steps"]
+    assert plain_calls[bottom] == plain.steps > 0 and cached_calls.get(bottom, 0) == 0
+    assert cached_calls[top] == plain_calls[top] == plain.steps
 
 
 def test_a_cache_over_the_memory_budget_goes_to_a_file_and_is_removed(tmp_path, data, built,
@@ -103,8 +103,8 @@ def test_a_cache_over_the_memory_budget_goes_to_a_file_and_is_removed(tmp_path, 
     assert [p.name for p in spilled] == ["train.npy", "val.npy"]
     assert spilled[0].parent == tmp_path / "disk" / "cache"
     assert not spilled[0].parent.exists()  # the run deletes its file cache
-    assert on_disk["history"][-1]["train_loss"] == pytest.approx(
-        in_memory["history"][-1]["train_loss"], abs=1e-6)
+    assert on_disk.history[-1]["train_loss"] == pytest.approx(
+        in_memory.history[-1]["train_loss"], abs=1e-6)
 
 
 def test_frozen_prefix_runs_in_eval_mode_without_the_cache(tmp_path, data, built):
@@ -127,10 +127,10 @@ def test_strategies_that_may_train_everything_have_no_frozen_prefix():
     torch.manual_seed(0)
     for name in ("full", "gradual", "lp-ft", "bitfit", "llrd"):
         adapter = build_model(ModelConfig(name="tiny-bert"), 3)
-        plan = STRATEGIES.get(name)(adapter, StrategyConfig(name=name))
+        plan = STRATEGIES.get(name)(adapter, StrategyConfig(name=name).options)
         assert frozen_prefix(adapter, plan) == [], name
     adapter = build_model(ModelConfig(name="tiny-bert"), 3)
-    plan = STRATEGIES.get("partial")(adapter, StrategyConfig(name="partial", k=1))
+    plan = STRATEGIES.get("partial")(adapter, StrategyConfig.of("partial", k=1).options)
     assert [g.name for g in frozen_prefix(adapter, plan)] == ["embeddings", "block0"]
 
 

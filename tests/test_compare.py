@@ -4,7 +4,6 @@ its first run and resumed (tiny-bert on a 36-row CSV, one epoch per run)."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from warmstart.choose import compare
 from warmstart.choose.compare import DEMO_STRATEGIES, parse_seeds, parse_spec, split_specs
 from warmstart.cli import main
 from warmstart.errors import WarmstartError
+from warmstart.summary import read_summary
 
 TINY = ["model.name=tiny-bert", "train.epochs=1", "train.batch_size=8", "optim.lr=1e-3"]
 
@@ -42,6 +42,8 @@ def test_parse_spec():
     ("head:data.limit=5", "must be the same for every strategy"),
     ("head:optim.lrr=1", "did you mean 'optim.lr'"),
     ("partial:k", "key=value"),
+    ("full:k=2", "'k' is not an option of full; full's options: none"),
+    ("llrd:r=4", "'r' is not an option of llrd; llrd's options: decay"),
 ])
 def test_bad_spec(text, expected):
     with pytest.raises(WarmstartError, match=expected):
@@ -132,8 +134,8 @@ def test_table_matches_run_summaries(killed_and_resumed):
     out, _ = killed_and_resumed
     check_table_against_summaries(out)
     md = (out / "report.md").read_text()
-    summary = json.loads((out / "partial-k1-seed0" / "summary.json").read_text())
-    assert f"{summary['test']['accuracy']:.4f}" in md
+    summary = read_summary(out / "partial-k1-seed0")
+    assert f"{summary.test['accuracy']:.4f}" in md
 
 
 def test_every_run_has_a_model_card(killed_and_resumed):
@@ -147,3 +149,44 @@ def test_every_run_has_a_model_card(killed_and_resumed):
 def test_real_report_in_chromium(killed_and_resumed, tmp_path):
     out, _ = killed_and_resumed
     assert_report_ok(out / "report.html", tmp_path, "report-compare.png")
+
+
+def test_the_base_config_gives_each_strategy_only_its_own_options(tmp_path):
+    # A shared base holding partial's option still plans `full`; the option reaches partial.
+    specs = [parse_spec("full"), parse_spec("partial")]
+    runs = compare.plan_runs(None, [*TINY, "strategy.k=1"], specs, [0, 3], tmp_path)
+    assert [(r.spec.name, r.seed) for r in runs] == [("full", 0), ("partial", 0), ("full", 3),
+                                                     ("partial", 3)]
+    assert runs[1].cfg.strategy.options.k == 1
+    assert {r.cfg.data.split_seed for r in runs} == {0}  # one split for every seed
+    assert runs[0].config_file == tmp_path / "configs" / "full-seed0.yaml"
+
+
+def test_compare_trains_through_the_map_function_it_is_given(tmp_path):
+    # A stand-in map that records what it was asked and returns stored summaries: compare
+    # must train nothing itself and report what the map returned, in run order.
+    summary = read_summary(_trained_run(tmp_path))
+    calls = []
+
+    def fake_map(work, runs, done):
+        calls.append([r.run_dir.name for r in runs])
+        results = [(summary, False, 0.0) for _ in runs]
+        for i in reversed(range(len(runs))):  # finishing out of order, as Ray may
+            done(i, results[i])
+        return results
+
+    specs = [parse_spec("head"), parse_spec("full")]
+    runs = compare.plan_runs(None, TINY, specs, [0], tmp_path / "cmp")
+    out = io.StringIO()
+    groups = compare.run_comparison(runs, tmp_path / "cmp", Console(file=out), fake_map)
+    assert calls == [["head-seed0", "full-seed0"]]
+    assert list(groups) == ["head", "full"] and groups["full"] == [("full-seed0", summary)]
+    assert "[1/2] full-seed0 finished earlier, reused" in out.getvalue()
+    assert not (tmp_path / "cmp" / "head-seed0" / "summary.json").exists()
+
+
+def _trained_run(tmp_path):
+    data = write_csv(tmp_path / "d.csv", make_rows(12))
+    assert main(["train", *TINY, f"data.name={data}", f"output.dir={tmp_path}",
+                 "output.name=one", "--quiet"]) == 0
+    return tmp_path / "one"

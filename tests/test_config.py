@@ -23,7 +23,7 @@ def test_yaml_then_overrides(tmp_path):
                              "model.image_size=64", "optim.clip_norm=null"])
     assert cfg.optim.lr == pytest.approx(3e-5)
     assert cfg.train.epochs == 5
-    assert (cfg.strategy.name, cfg.strategy.k) == ("partial", 1)
+    assert (cfg.strategy.name, cfg.strategy.options.k) == ("partial", 1)
     assert cfg.model.image_size == 64
     assert cfg.optim.clip_norm is None
 

@@ -40,7 +40,7 @@ RUNS = {
 
 def _build(model_name, strategy, **options):
     adapter = build_model(ModelConfig(name=model_name), num_labels=3, seed=0)
-    plan = STRATEGIES.get(strategy)(adapter, StrategyConfig(name=strategy, **options))
+    plan = STRATEGIES.get(strategy)(adapter, StrategyConfig.of(strategy, **options).options)
     return plan.adapter, plan  # a PEFT strategy hands back a new, wrapped adapter
 
 
@@ -106,7 +106,7 @@ def test_adapters_start_as_the_identity(model_name, strategy):
     before = logits_of(adapter.module(**batch))
     torch.manual_seed(0)
     plain = build_model(ModelConfig(name=model_name), num_labels=3)
-    STRATEGIES.get(strategy)(plain, StrategyConfig(name=strategy))
+    STRATEGIES.get(strategy)(plain, StrategyConfig(name=strategy).options)
     plain.module.eval()
     assert torch.allclose(logits_of(plain.module(**batch)), before, atol=1e-6)
 
@@ -131,7 +131,7 @@ def test_efficientnet_lora_takes_the_pointwise_convs_and_keeps_the_function():
     adapter.module.eval()
     batch = _inputs(adapter, n=2)
     before = adapter.module(**batch)
-    STRATEGIES.get("lora")(adapter, StrategyConfig(name="lora"))
+    STRATEGIES.get("lora")(adapter, StrategyConfig(name="lora").options)
     layers = [m for m in adapter.module.modules() if isinstance(m, BaseTunerLayer)]
     assert len(layers) == 32  # 15 expand + 16 project convs + the final 1x1 conv
     assert all(m.get_base_layer().kernel_size == (1, 1) for m in layers)

@@ -43,7 +43,7 @@ def _inputs(adapter, n=6):
 def test_one_step_changes_exactly_the_trainable_parameters(model_name, strategy):
     torch.manual_seed(0)
     adapter = build_model(ModelConfig(name=model_name), num_labels=3)
-    plan = STRATEGIES.get(strategy)(adapter, StrategyConfig(name=strategy))
+    plan = STRATEGIES.get(strategy)(adapter, StrategyConfig(name=strategy).options)
     model = adapter.module
     named = dict(model.named_parameters())
     in_plan = {id(p) for g in plan.groups for p in g.params}
@@ -63,7 +63,7 @@ def test_one_step_changes_exactly_the_trainable_parameters(model_name, strategy)
 @pytest.mark.parametrize("strategy", STRATEGIES.names())
 def test_frozen_batchnorm_stays_in_eval_mode(strategy):
     adapter = build_model(ModelConfig(name="tiny-cnn"), num_labels=3)
-    STRATEGIES.get(strategy)(adapter, StrategyConfig(name=strategy))
+    STRATEGIES.get(strategy)(adapter, StrategyConfig(name=strategy).options)
     train_mode(adapter.module)
     for m in adapter.module.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -84,8 +84,8 @@ def test_every_strategy_has_a_description():
 def _plan(model_name, **options):
     torch.manual_seed(0)
     adapter = build_model(ModelConfig(name=model_name), num_labels=3)
-    cfg = StrategyConfig(**options)
-    return adapter, STRATEGIES.get(cfg.name)(adapter, cfg)
+    cfg = StrategyConfig.of(**options)
+    return adapter, STRATEGIES.get(cfg.name)(adapter, cfg.options)
 
 
 def _trainable_groups(adapter):
@@ -247,7 +247,7 @@ def _odd_adapter():
 ])
 def test_bitfit_and_norm_select_by_structure(strategy, expected):
     adapter = _odd_adapter()
-    STRATEGIES.get(strategy)(adapter, StrategyConfig(name=strategy))
+    STRATEGIES.get(strategy)(adapter, StrategyConfig(name=strategy).options)
     assert _trainable_names(adapter) == expected | {"head.weight", "head.bias"}
 
 
@@ -352,6 +352,8 @@ def test_sklearn_needs_a_linear_head():
     adapter = _odd_adapter()
     adapter.head = nn.Sequential(adapter.module.head)  # a head that is not one nn.Linear
     with pytest.raises(WarmstartError, match="strategy.classifier"):
-        STRATEGIES.get("features")(adapter, StrategyConfig(name="features", classifier="sklearn"))
-    plan = STRATEGIES.get("features")(adapter, StrategyConfig(name="features"))  # torch: fine
+        STRATEGIES.get("features")(
+            adapter, StrategyConfig.of("features", classifier="sklearn").options)
+    # classifier=torch: fine
+    plan = STRATEGIES.get("features")(adapter, StrategyConfig(name="features").options)
     assert plan.solver is None

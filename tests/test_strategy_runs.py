@@ -74,22 +74,22 @@ def test_every_strategy_runs_and_reports_what_trains(tmp_path, data, built, stra
     cfg, summary = _train(tmp_path, data, strategy, "train.batch_size=32")
     torch.manual_seed(cfg.train.seed)
     fresh = build_model(ModelConfig(name="tiny-bert"), num_labels=3)
-    plan = STRATEGIES.get(strategy)(fresh, StrategyConfig(name=strategy))
+    plan = STRATEGIES.get(strategy)(fresh, StrategyConfig(name=strategy).options)
     at_start = _trainable(fresh.module)
     if plan.on_epoch_start is not None:
         plan.on_epoch_start(EPOCHS - 1)
     at_end = _trainable(fresh.module)
 
-    assert summary["params"]["trainable"] == at_start > 0
+    assert summary.params.trainable == at_start > 0
     assert _trainable(built[0].module) == at_end
     assert at_end > at_start if plan.on_epoch_start is not None else at_end == at_start
-    lrs = summary["lr"]["groups"]
+    lrs = summary.lr.groups
     assert set(lrs) == {g.name for g in plan.groups}
     if plan.calibrate is not None:  # scales set from data before the optimizer was built
-        scales = [lr / summary["lr"]["base"] for lr in lrs.values()]
+        scales = [lr / summary.lr.base for lr in lrs.values()]
         assert max(scales) == pytest.approx(1.0) and len(set(scales)) > 1, scales
-    assert len(summary["history"]) == (1 if plan.solver else EPOCHS)
-    assert 0 <= summary["test"]["accuracy"] <= 1
+    assert len(summary.history) == (1 if plan.solver else EPOCHS)
+    assert 0 <= summary.test["accuracy"] <= 1
 
 
 def _count_backbone_examples(adapter):
@@ -121,17 +121,17 @@ def test_features_runs_the_backbone_once_per_example(tmp_path, data, rows, monke
     monkeypatch.setattr(warmstart.training.session, "build_model", build_and_count)
     _, summary = _train(tmp_path, data, "features", "train.epochs=3",
                         f"strategy.classifier={classifier}", save=True)
-    n = summary["examples"]
+    n = summary.examples
     (adapter, seen), = counters
-    train_sample = min(n["train"], 256)
-    assert seen[0] == n["train"] + 2 * n["validation"] + n["test"] + train_sample
-    assert (n["train"], n["validation"], n["test"]) == (28, 4, 4)
+    train_sample = min(n.train, 256)
+    assert seen[0] == n.train + 2 * n.validation + n.test + train_sample
+    assert (n.train, n.validation, n.test) == (28, 4, 4)
 
     if classifier == "sklearn":
-        assert summary["steps"] == 0 and len(summary["history"]) == 1
+        assert summary.steps == 0 and len(summary.history) == 1
     else:
-        assert summary["steps"] == 3 * 4 and len(summary["history"]) == 3  # 28 rows, batch 8
-        losses = [h["train_loss"] for h in summary["history"]]
+        assert summary.steps == 3 * 4 and len(summary.history) == 3  # 28 rows, batch 8
+        losses = [h["train_loss"] for h in summary.history]
         assert losses[-1] < losses[0], losses
 
     # The saved model predicts from raw texts, with the trained head inside it.

@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from warmstart.errors import WarmstartError
-
-# Never reach for a model hub at run time unless the user opts in: the built-in models are
-# shipped in packages, and a silent download attempt only adds a long timeout offline.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+from warmstart.errors import WarmstartError  # (the package sets HF_HUB_OFFLINE first)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -114,6 +109,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     from warmstart.data import DATASETS
     from warmstart.models import MODELS
+    from warmstart.options import STRATEGY_OPTIONS
     from warmstart.strategies import STRATEGIES
 
     registries = {"models": MODELS, "datasets": DATASETS, "strategies": STRATEGIES}
@@ -121,7 +117,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         if not args.what:
             print(f"{kind}:")
         for entry in registries[kind]:
-            print(f"{'  ' if not args.what else ''}{entry.name:<20} {entry.description}")
+            options = ""
+            if kind == "strategies":
+                names = [f.name for f in dataclasses.fields(STRATEGY_OPTIONS.get(entry.name))]
+                options = f" (options: {', '.join(names)})" if names else ""
+            print(f"{'  ' if not args.what else ''}{entry.name:<20} {entry.description}{options}")
     return 0
 
 
@@ -132,6 +132,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         DEMO_OVERRIDES,
         compare,
         registered_demo_strategies,
+        serial_map,
         split_specs,
     )
 
@@ -144,14 +145,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = DEMO_OVERRIDES if demo else list(args.overrides)
     strategies = (split_specs(args.strategies) if args.strategies
                   else registered_demo_strategies(Console(stderr=True, quiet=args.quiet)))
-    ray = None
+    map_fn = serial_map
     if args.ray is not None:
-        from warmstart.choose.raysweep import RayOptions
+        from warmstart.choose.raysweep import RayOptions, ray_map
 
-        ray = RayOptions(args.ray, args.ray_cpus, args.ray_gpus)
+        map_fn = ray_map(RayOptions(args.ray, args.ray_cpus, args.ray_gpus),
+                         Console(stderr=True, quiet=args.quiet))
     compare(args.config, overrides, strategies, args.seeds,
             name=args.name or ("demo" if demo else None), overwrite=args.overwrite,
-            quiet=args.quiet, ray=ray)
+            quiet=args.quiet, map_fn=map_fn)
     return 0
 
 

@@ -7,6 +7,7 @@ an unknown key is an error that suggests the nearest valid one, and a bad value 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,10 @@ import yaml
 
 from warmstart import typed
 from warmstart.errors import WarmstartError, did_you_mean
+from warmstart.options import StrategyConfig, own_options_only
+from warmstart.typed import check
 
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with its documentation attached (shown by --help and in errors)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+_f = typed.documented  # a field with its help text
 
 
 @dataclass
@@ -80,48 +78,6 @@ class DataConfig:
     split_seed: int | None = _f(
         None, "seed of the train/validation/test split; null = train.seed (set it to keep one "
         "split while varying train.seed, as `warmstart compare --seeds` does)"
-    )
-
-
-@dataclass
-class StrategyConfig:
-    """Which parameters train, at what learning-rate scale (`warmstart ls strategies`)."""
-
-    name: str = _f("full", "the fine-tuning strategy")
-    k: int = _f(2, "partial: how many of the top layer groups train (the head always trains)")
-    groups: list[int] = _f(
-        [], "partial: explicit layer-group indices to train (0 = input side; overrides k)"
-    )
-    patterns: list[str] = _f(
-        [], "partial: shell-style patterns on parameter names to train, for power users "
-        "(e.g. '*.attention.*'; overrides k and groups)"
-    )
-    decay: float = _f(
-        0.9, "llrd: lr multiplier per group below the head; 0.9 is the middle of the "
-        "0.8-0.95 range Sun et al. 2019 found to help BERT"
-    )
-    probe_epochs: int = _f(
-        1, "lp-ft: epochs of linear probing (head only) before full fine-tuning"
-    )
-    classifier: Literal["torch", "sklearn"] = _f(
-        "torch", "features: train the head with the torch loop, or fit scikit-learn's "
-        "logistic regression on the cached features"
-    )
-    importance: Literal["fisher", "grad_norm"] = _f(
-        "fisher", "discriminative: per-group importance measure (diagonal Fisher information "
-        "or gradient norm, per parameter)"
-    )
-    calibration_batches: int = _f(
-        8, "discriminative: training batches used to estimate importance before training"
-    )
-    min_scale: float = _f(
-        0.1, "discriminative: smallest lr scale a group can get, so no group stops learning"
-    )
-    r: int = _f(8, "lora: rank of the update matrices; 8 is the LoRA paper's robust default")
-    alpha: float = _f(16.0, "lora: scaling numerator (update scaled by alpha/r); 2r is common")
-    lora_dropout: float = _f(0.1, "lora: dropout on the adapter input")
-    target_modules: list[str] = _f(
-        [], "lora/ia3: module names to adapt; empty = chosen per architecture"
     )
 
 
@@ -279,77 +235,63 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (for YAML/JSON)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (for YAML/JSON); the strategy section flat, as it is written."""
+        return {f.name: self.strategy.to_tree() if f.name == "strategy"
+                else dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 # --------------------------------------------------------------------------- loading
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise WarmstartError(f"config key {key!r}: {msg}")
-
-
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values that types alone cannot (ranges, combinations)."""
-    _check(cfg.model.max_length > 0, "model.max_length", "must be a positive integer")
-    _check(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, "model.dropout",
+    check(cfg.model.max_length > 0, "model.max_length", "must be a positive integer")
+    check(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, "model.dropout",
            "must be in [0, 1)")
     for k in ("val_fraction", "test_fraction"):
-        _check(0 <= getattr(cfg.data, k) < 1, f"data.{k}", "must be in [0, 1)")
-    _check(cfg.data.val_fraction + cfg.data.test_fraction < 0.9, "data.val_fraction",
+        check(0 <= getattr(cfg.data, k) < 1, f"data.{k}", "must be in [0, 1)")
+    check(cfg.data.val_fraction + cfg.data.test_fraction < 0.9, "data.val_fraction",
            "validation + test fractions must leave at least 10% for training")
-    _check(cfg.data.limit is None or cfg.data.limit > 1, "data.limit", "must be > 1 or null")
-    _check(cfg.strategy.k >= 0, "strategy.k", "must be >= 0")
-    _check(0 < cfg.strategy.decay <= 1, "strategy.decay", "must be in (0, 1]")
-    _check(cfg.strategy.probe_epochs >= 0, "strategy.probe_epochs", "must be >= 0")
-    _check(cfg.strategy.calibration_batches >= 1, "strategy.calibration_batches",
-           "must be >= 1")
-    _check(0 < cfg.strategy.min_scale <= 1, "strategy.min_scale", "must be in (0, 1]")
-    _check(cfg.strategy.r >= 1, "strategy.r", "must be >= 1")
-    _check(cfg.strategy.alpha > 0, "strategy.alpha", "must be > 0")
-    _check(0 <= cfg.strategy.lora_dropout < 1, "strategy.lora_dropout", "must be in [0, 1)")
-    _check(0 <= cfg.regularize.label_smoothing < 1, "regularize.label_smoothing",
+    check(cfg.data.limit is None or cfg.data.limit > 1, "data.limit", "must be > 1 or null")
+    check(0 <= cfg.regularize.label_smoothing < 1, "regularize.label_smoothing",
            "must be in [0, 1)")
-    _check(cfg.regularize.l1 >= 0, "regularize.l1", "must be >= 0")
-    _check(cfg.regularize.l2sp >= 0, "regularize.l2sp", "must be >= 0")
-    _check(cfg.optim.lr is None or cfg.optim.lr > 0, "optim.lr", "must be > 0")
-    _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-    _check(len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
+    check(cfg.regularize.l1 >= 0, "regularize.l1", "must be >= 0")
+    check(cfg.regularize.l2sp >= 0, "regularize.l2sp", "must be >= 0")
+    check(cfg.optim.lr is None or cfg.optim.lr > 0, "optim.lr", "must be > 0")
+    check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    check(len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
            "optim.betas", "must be two numbers in [0, 1)")
-    _check(0 <= cfg.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
-    _check(cfg.optim.clip_norm is None or cfg.optim.clip_norm > 0, "optim.clip_norm",
+    check(0 <= cfg.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
+    check(cfg.optim.clip_norm is None or cfg.optim.clip_norm > 0, "optim.clip_norm",
            "must be > 0 or null")
-    _check(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
-    _check(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
-    _check(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
-    _check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1")
-    _check(cfg.log.every >= 1, "log.every", "must be >= 1")
+    check(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    check(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
+    check(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
+    check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1")
+    check(cfg.log.every >= 1, "log.every", "must be >= 1")
     for name in cfg.log.to:
         sinks = ["tensorboard", "mlflow"]
-        _check(name in sinks, "log.to", f"{name!r} is not one of {sinks}"
+        check(name in sinks, "log.to", f"{name!r} is not one of {sinks}"
                + did_you_mean(name, sinks))
-    _check(cfg.optim.warmup_steps is None or cfg.optim.warmup_steps >= 0, "optim.warmup_steps",
+    check(cfg.optim.warmup_steps is None or cfg.optim.warmup_steps >= 0, "optim.warmup_steps",
            "must be >= 0 or null")
-    _check(cfg.optim.step_every >= 1, "optim.step_every", "must be >= 1")
-    _check(0 < cfg.optim.step_gamma <= 1, "optim.step_gamma", "must be in (0, 1]")
-    _check(cfg.optim.stlr_ratio >= 1, "optim.stlr_ratio", "must be >= 1")
-    _check(cfg.optim.clip_value is None or cfg.optim.clip_value > 0, "optim.clip_value",
+    check(cfg.optim.step_every >= 1, "optim.step_every", "must be >= 1")
+    check(0 < cfg.optim.step_gamma <= 1, "optim.step_gamma", "must be in (0, 1]")
+    check(cfg.optim.stlr_ratio >= 1, "optim.stlr_ratio", "must be >= 1")
+    check(cfg.optim.clip_value is None or cfg.optim.clip_value > 0, "optim.clip_value",
            "must be > 0 or null")
-    _check(cfg.train.accumulate >= 1, "train.accumulate", "must be >= 1")
-    _check(cfg.train.early_stopping is None or cfg.train.early_stopping >= 1,
+    check(cfg.train.accumulate >= 1, "train.accumulate", "must be >= 1")
+    check(cfg.train.early_stopping is None or cfg.train.early_stopping >= 1,
            "train.early_stopping", "must be >= 1 or null")
-    _check(cfg.train.min_delta >= 0, "train.min_delta", "must be >= 0")
-    _check(cfg.train.parallel == "ddp" or cfg.regularize.l1 == cfg.regularize.l2sp == 0,
+    check(cfg.train.min_delta >= 0, "train.min_delta", "must be >= 0")
+    check(cfg.train.parallel == "ddp" or cfg.regularize.l1 == cfg.regularize.l2sp == 0,
            "train.parallel", "fsdp shards the weights the L1/L2-SP penalties read; set "
            "regularize.l1=0 and regularize.l2sp=0, or train.parallel=ddp")
     cw = cfg.train.class_weights
-    _check(isinstance(cw, list) or cw in ("none", "balanced"), "train.class_weights",
+    check(isinstance(cw, list) or cw in ("none", "balanced"), "train.class_weights",
            f"{cw!r} is not none, balanced or a list of numbers")
-    _check(not isinstance(cw, list) or all(w >= 0 for w in cw), "train.class_weights",
+    check(not isinstance(cw, list) or all(w >= 0 for w in cw), "train.class_weights",
            "weights must be >= 0")
-    _check(cfg.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
-    _check(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+    check(cfg.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
+    check(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
     return cfg
 
 
@@ -370,24 +312,52 @@ def from_dict(data: dict[str, Any], cls: type = RunConfig, prefix: str = "") -> 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML file (optional), apply dotted overrides, validate, and return the config."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise WarmstartError(f"config file {str(p)!r} not found; pass an existing YAML file")
-        try:
-            tree = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise WarmstartError(f"config file {str(p)!r} is not valid YAML: {first}") from None
-        if not isinstance(tree, dict):
-            raise WarmstartError(f"config file {str(p)!r} must hold a mapping of sections")
-    for text in overrides or []:
+    return build_config(with_overrides(read_tree(path), overrides or []))
+
+
+def read_tree(path: str | Path | None) -> dict[str, Any]:
+    """A YAML config file as a plain tree of sections (empty for None)."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise WarmstartError(f"config file {str(p)!r} not found; pass an existing YAML file")
+    try:
+        tree = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise WarmstartError(f"config file {str(p)!r} is not valid YAML: {first}") from None
+    if not isinstance(tree, dict):
+        raise WarmstartError(f"config file {str(p)!r} must hold a mapping of sections")
+    return tree
+
+
+def with_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of `tree` with dotted `key=value` overrides applied (keys checked)."""
+    tree = copy.deepcopy(tree)
+    for text in overrides:
         key, value = typed.parse_override(text)
-        if key not in all_keys():
+        # `strategy.*` keys are checked with the chosen strategy's options when built.
+        if key not in all_keys() and not key.startswith("strategy."):
             raise WarmstartError(f"unknown config key {key!r}" + did_you_mean(key, all_keys()))
         typed.set_dotted(tree, key, value)
+    return tree
+
+
+def build_config(tree: dict[str, Any]) -> RunConfig:
+    """The typed, validated config of a tree (every key and value checked)."""
     return validate(from_dict(tree))
+
+
+def read_run_config(path: str | Path) -> RunConfig:
+    """The config.yaml a run saved, as a RunConfig (also one saved when the `strategy`
+    section listed every strategy's options: the others' are dropped)."""
+    try:
+        tree = read_tree(path)
+    except WarmstartError:
+        raise WarmstartError(f"{path} is not a readable config.yaml; pass a run directory "
+                             "that `warmstart train` created") from None
+    return build_config(own_options_only(tree))
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -5,6 +5,10 @@ and optional unions of those: list the dotted keys, coerce YAML and command-line
 the declared types, and build the tree, with one-line errors that name the key. Written here
 rather than taken from a library because the errors must name warmstart's keys and suggest
 the nearest one, and `3e-5` on a command line must read as the number users mean.
+
+A section whose keys depend on one of its values (the strategy's options depend on the
+strategy's name) says so itself: a dataclass with the classmethods `typed_keys(prefix)`,
+`typed_help(prefix)` and `typed_build(data, prefix)` is listed and built by them.
 """
 
 from __future__ import annotations
@@ -19,12 +23,28 @@ import yaml
 from warmstart.errors import WarmstartError, did_you_mean
 
 
+def documented(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with its documentation attached (shown by --help and in errors)."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda d=default: list(d),
+                                 metadata={"help": help}, **kw)
+    return dataclasses.field(default=default, metadata={"help": help}, **kw)
+
+
+def check(cond: bool, key: str, msg: str) -> None:
+    """Raise a one-line error naming `key` unless `cond` holds (for checks of values)."""
+    if not cond:
+        raise WarmstartError(f"config key {key!r}: {msg}")
+
+
 def keys_of(cls: type, prefix: str = "") -> list[str]:
     """Every dotted key the config accepts, e.g. `optim.lr`."""
     keys = []
     for f in dataclasses.fields(cls):
         hint = typing.get_type_hints(cls)[f.name]
-        if dataclasses.is_dataclass(hint):
+        if hasattr(hint, "typed_keys"):
+            keys += hint.typed_keys(f"{prefix}{f.name}.")
+        elif dataclasses.is_dataclass(hint):
             keys += keys_of(hint, f"{prefix}{f.name}.")
         else:
             keys.append(prefix + f.name)
@@ -37,7 +57,9 @@ def help_of(cls: type, prefix: str = "") -> list[tuple[str, Any, str]]:
     inst = cls()
     for f in dataclasses.fields(cls):
         value = getattr(inst, f.name)
-        if dataclasses.is_dataclass(value):
+        if hasattr(value, "typed_help"):
+            rows += value.typed_help(f"{prefix}{f.name}.")
+        elif dataclasses.is_dataclass(value):
             rows += help_of(type(value), f"{prefix}{f.name}.")
         else:
             rows.append((prefix + f.name, value, f.metadata.get("help", "")))
@@ -103,7 +125,9 @@ def build(data: dict[str, Any], cls: type, prefix: str = "") -> Any:
             hint = did_you_mean(dotted, keys_of(cls, prefix))
             raise WarmstartError(f"unknown config key {dotted!r}{hint}")
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if hasattr(hint, "typed_build"):
+            kwargs[key] = hint.typed_build(value or {}, dotted + ".")
+        elif dataclasses.is_dataclass(hint):
             kwargs[key] = build(value or {}, hint, dotted + ".")
         else:
             kwargs[key] = coerce(value, hint, dotted)

@@ -9,8 +9,9 @@ strategy sees the same data and seeds; the split follows `train.seed`, so at eac
 strategy trains and is tested on the same examples (and the spread over seeds includes the
 split's).
 
-Each run is its own `warmstart train` process, one after another (or, with `--ray`, in
-parallel as tasks on a Ray cluster: `raysweep.py`), because:
+Each run is its own `warmstart train` process, started by a map function over the planned
+runs: one after another here (`serial_map`), or in parallel as tasks on a Ray cluster
+(`raysweep.ray_map`, which the command line passes in with `--ray`). Own processes because:
 
 - peak memory is the process's peak RSS, which only ever grows within a process: runs sharing
   one process would each report the largest so far;
@@ -20,32 +21,49 @@ parallel as tasks on a Ray cluster: `raysweep.py`), because:
 
 Output: `<output.dir>/compare-<name>/` with `results.csv`, `report.md`, `report.html`, one
 run directory per strategy and seed (`<spec-slug>-seed<k>`, each with a model card) and the
-runs' console logs under `logs/`.
+runs' console logs under `logs/` and the configs they were started with under `configs/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import yaml
 from rich.console import Console
 
-from warmstart.config import RunConfig, StrategyConfig, all_keys, from_dict, load_config
+from warmstart.config import (
+    RunConfig,
+    all_keys,
+    build_config,
+    dump_config,
+    read_run_config,
+    read_tree,
+    with_overrides,
+)
 from warmstart.errors import WarmstartError, did_you_mean
+from warmstart.files import atomic_write_text
+from warmstart.options import STRATEGY_OPTIONS, own_options_only
 from warmstart.report.build import Groups, write_reports
 from warmstart.report.card import write_model_card
-from warmstart.training.checkpoint import SUMMARY, is_finished
+from warmstart.summary import RunSummary, read_summary
+from warmstart.training.checkpoint import is_finished
 
-if TYPE_CHECKING:
-    from warmstart.choose.raysweep import RayOptions
+# What training (or reusing) one run gives: its summary, whether it was trained now, seconds.
+RunResult = tuple[RunSummary, bool, float]
+# A map function runs `work` on every planned run and returns the results in run order,
+# calling `done(index, result)` as each finishes (in any order). `serial_map` is the local
+# one; `raysweep.ray_map` runs the same work as Ray tasks.
+Work = Callable[["PlannedRun"], RunResult]
+Done = Callable[[int, RunResult], None]
+MapFn = Callable[[Work, Sequence["PlannedRun"], Done], list[RunResult]]
 
 # The demo (`warmstart compare` with no arguments) must finish in under 10 minutes on a
 # 2-core CPU, so it trains little: one epoch over 600 examples (stratified, 120 per topic) at
@@ -84,7 +102,7 @@ class PlannedRun:
     spec: StrategySpec
     seed: int
     cfg: RunConfig
-    argv: tuple[str, ...]  # the `warmstart train` arguments that make this run
+    config_file: Path  # the run's resolved config, which `warmstart train -c` is given
 
     @property
     def run_dir(self) -> Path:
@@ -105,14 +123,15 @@ def split_specs(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _option_key(spec: str, key: str) -> str:
-    """The dotted config key a spec option sets, checked against the config's keys."""
-    strategy_keys = [f.name for f in dataclasses.fields(StrategyConfig) if f.name != "name"]
+def _option_key(spec: str, name: str, key: str) -> str:
+    """The dotted config key a spec option sets, checked against the strategy's options (a
+    bare key) or the config's keys (a dotted one)."""
     if "." not in key:
-        if key not in strategy_keys:
-            raise WarmstartError(f"--strategies {spec!r}: unknown strategy option {key!r}"
-                                 + did_you_mean(key, strategy_keys)
-                                 + "; options are strategy.* keys (warmstart train --help)")
+        own = [f.name for f in dataclasses.fields(STRATEGY_OPTIONS.get(name))]
+        if key not in own:
+            raise WarmstartError(f"--strategies {spec!r}: {key!r} is not an option of {name}"
+                                 + did_you_mean(key, own)
+                                 + f"; {name}'s options: {', '.join(own) or 'none'}")
         return f"strategy.{key}"
     if key not in all_keys():
         raise WarmstartError(f"--strategies {spec!r}: unknown config key {key!r}"
@@ -124,18 +143,19 @@ def _option_key(spec: str, key: str) -> str:
 
 
 def parse_spec(text: str) -> StrategySpec:
-    """`name[:key=value]...` -> a StrategySpec (names and values are checked when planned)."""
+    """`name[:key=value]...` -> a StrategySpec (values are checked when planned)."""
     name, *options = [part.strip() for part in text.split(":")]
     if not name:
         raise WarmstartError(f"--strategies {text!r}: missing strategy name; use "
                              "name[:key=value]... (e.g. partial:k=2)")
+    STRATEGY_OPTIONS.get(name)  # unknown name: an error suggesting the nearest
     overrides, slug = [], [name]
     for option in options:
         key, sep, value = option.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise WarmstartError(f"--strategies {text!r}: option {option!r} must look like "
                                  "key=value (e.g. partial:k=2)")
-        dotted = _option_key(text, key.strip())
+        dotted = _option_key(text, name, key.strip())
         overrides.append(f"{dotted}={value.strip()}")
         slug.append(dotted.rsplit(".", 1)[-1] + value.strip())
     clean = re.sub(r"[^A-Za-z0-9.+-]+", "_", "-".join(slug)).strip("_")
@@ -185,31 +205,31 @@ def plan_runs(config: str | None, overrides: list[str], specs: list[StrategySpec
               seeds: list[int], out: Path, *, overwrite: bool = False) -> list[PlannedRun]:
     """Resolve every run's config before any training, so a bad spec fails in seconds.
 
-    Runs go seed by seed (all strategies at the first seed, then the next), so an interrupted
-    comparison already holds one complete round.
+    The base config (file and overrides) is shared: each strategy takes from it its own
+    `strategy.*` options and ignores the others' (a base holding `strategy.k=1` compares
+    `full` too), then its spec's options apply, checked strictly. Runs go seed by seed (all
+    strategies at the first seed, then the next), so an interrupted comparison already holds
+    one complete round.
     """
-    from warmstart.strategies import STRATEGIES
-
-    base = [*(["-c", config] if config else []), *overrides]
+    base = with_overrides(read_tree(config), overrides)
+    base_cfg = build_config(own_options_only(base))
     # One split for every strategy and seed: the spread over seeds is then the training's
     # own (initialisation, order, dropout), not the luck of the split.
-    base_cfg = load_config(config, overrides)
     split = (base_cfg.data.split_seed if base_cfg.data.split_seed is not None
              else base_cfg.train.seed)
-    base = [*base, f"data.split_seed={split}"]
-    overrides = [*overrides, f"data.split_seed={split}"]
     runs = []
     for seed in seeds:
         for spec in specs:
-            STRATEGIES.get(spec.name)  # unknown name: an error suggesting the nearest
-            extra = [f"strategy.name={spec.name}", *spec.overrides, f"train.seed={seed}",
-                     f"output.dir={out}", f"output.name={spec.slug}-seed{seed}",
+            name = f"{spec.slug}-seed{seed}"
+            tree = own_options_only(with_overrides(base, [f"strategy.name={spec.name}"]))
+            extra = [*spec.overrides, f"train.seed={seed}", f"data.split_seed={split}",
+                     f"output.dir={out}", f"output.name={name}",
                      *(["output.overwrite=true"] if overwrite else [])]
             try:
-                cfg = load_config(config, [*overrides, *extra])
+                cfg = build_config(with_overrides(tree, extra))
             except WarmstartError as e:
                 raise WarmstartError(f"--strategies {spec.text!r}: {e}") from None
-            runs.append(PlannedRun(spec, seed, cfg, ("train", "--quiet", *base, *extra)))
+            runs.append(PlannedRun(spec, seed, cfg, out / "configs" / f"{name}.yaml"))
     return runs
 
 
@@ -231,10 +251,9 @@ def _config_mismatch(run: PlannedRun) -> str:
 
     `log` and `output.overwrite` say how a run is shown or replaced, not what it trains.
     """
-    path = run.run_dir / "config.yaml"
     try:
-        saved = from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}).to_dict()
-    except (OSError, yaml.YAMLError, WarmstartError):
+        saved = read_run_config(run.run_dir / "config.yaml").to_dict()
+    except WarmstartError:
         return "config.yaml"
     planned = run.cfg.to_dict()
     for tree in (saved, planned):
@@ -260,11 +279,7 @@ def _launch(run: PlannedRun, argv: list[str], log_file: Path) -> None:
                              f"(full log: {log_file}); fix it and run the same compare again")
 
 
-def _summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
-
-
-def ensure_run(run: PlannedRun, log_dir: Path) -> tuple[dict[str, Any], bool]:
+def ensure_run(run: PlannedRun, log_dir: Path) -> tuple[RunSummary, bool]:
     """The run's summary, training it first unless it has finished; (summary, was it trained).
 
     A finished run is reused only if it was trained with the planned config; an unfinished
@@ -277,36 +292,55 @@ def ensure_run(run: PlannedRun, log_dir: Path) -> tuple[dict[str, Any], bool]:
             raise WarmstartError(
                 f"{run.run_dir} holds a finished run with a different {mismatch}; pass "
                 "--overwrite to redo it, or --name to compare in a new folder")
-        return _summary(run.run_dir), False
+        return read_summary(run.run_dir), False
     resumable = (not finished and (run.run_dir / "config.yaml").is_file()
                  and not _config_mismatch(run))
-    argv = ["train", "--quiet", "--resume", str(run.run_dir)] if resumable else list(run.argv)
+    if resumable:
+        argv = ["train", "--quiet", "--resume", str(run.run_dir)]
+    else:
+        # The planned config, written whole: the run trains exactly what was planned.
+        run.config_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config_file, dump_config(run.cfg))
+        argv = ["train", "--quiet", "-c", str(run.config_file)]
     _launch(run, argv, log_dir / f"{run.run_dir.name}.log")
-    return _summary(run.run_dir), True
+    return read_summary(run.run_dir), True
+
+
+def train_or_reuse(run: PlannedRun, log_dir: Path) -> RunResult:
+    """`ensure_run`, timed: the work a map function does for each planned run."""
+    started = time.perf_counter()
+    summary, trained = ensure_run(run, log_dir)
+    return summary, trained, time.perf_counter() - started
+
+
+def serial_map(work: Work, runs: Sequence[PlannedRun], done: Done) -> list[RunResult]:
+    """The local map: one run after another in this machine."""
+    results = []
+    for i, run in enumerate(runs):
+        results.append(work(run))
+        done(i, results[-1])
+    return results
 
 
 def run_comparison(runs: list[PlannedRun], out: Path, console: Console,
-                   ray: RayOptions | None = None) -> Groups:
-    """Train (or reuse) every planned run, one after another here or in parallel on Ray;
-    {spec text: [(run name, summary), ...]}."""
-    if ray is not None:
-        from warmstart.choose.raysweep import run_on_ray
+                   map_fn: MapFn = serial_map) -> Groups:
+    """Train (or reuse) every planned run through `map_fn`; {spec text: [(run name, summary),
+    ...]}."""
+    finished = 0
 
-        results = run_on_ray(runs, out / "logs", ray, console)
-    else:
-        results = []
-        for i, run in enumerate(runs, 1):
-            started = time.perf_counter()
-            console.print(f"[{i}/{len(runs)}] {run.run_dir.name} ...", end=" ")
-            summary, trained = ensure_run(run, out / "logs")
-            test = summary.get("test") or summary["validation"]
-            console.print((f"trained in {time.perf_counter() - started:.0f}s" if trained
-                           else "finished earlier, reused")
-                          + f" | accuracy {test['accuracy']:.4f}", highlight=False)
-            results.append((summary, trained))
+    def done(i: int, result: RunResult) -> None:
+        nonlocal finished
+        finished += 1
+        summary, trained, seconds = result
+        console.print(f"[{finished}/{len(runs)}] {runs[i].run_dir.name} "
+                      + (f"trained in {seconds:.0f}s" if trained else "finished earlier, reused")
+                      + f" | accuracy {summary.quality['accuracy']:.4f}", highlight=False)
+
+    results = map_fn(functools.partial(train_or_reuse, log_dir=out / "logs"), runs, done)
     groups: Groups = {}
-    for run, (summary, _) in zip(runs, results):
-        if not (run.run_dir / "README.md").exists():  # a run trained before cards existed
+    for run, (summary, _, _) in zip(runs, results):
+        # A run trained before model cards existed gets one now.
+        if run.run_dir.is_dir() and not (run.run_dir / "README.md").exists():
             write_model_card(run.run_dir, summary, run.cfg)
         groups.setdefault(run.spec.text, []).append((run.run_dir.name, summary))
     return groups
@@ -314,7 +348,7 @@ def run_comparison(runs: list[PlannedRun], out: Path, console: Console,
 
 def compare(config: str | None, overrides: list[str], strategies: list[str], seeds: str,
             *, name: str | None = None, overwrite: bool = False, quiet: bool = False,
-            ray: RayOptions | None = None) -> Path:
+            map_fn: MapFn = serial_map) -> Path:
     """Run every strategy at every seed (reusing finished runs) and write the reports.
 
     Args:
@@ -326,8 +360,8 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
             `<model>-<data>`.
         overwrite: redo finished runs too.
         quiet: print only the final table.
-        ray: run the trainings as parallel tasks on a Ray cluster (`raysweep.py`); None: one
-            after another in this machine.
+        map_fn: how the runs are trained: `serial_map` (one after another here) or
+            `raysweep.ray_map(...)` (parallel tasks on a Ray cluster).
 
     Returns:
         The comparison folder.
@@ -341,13 +375,13 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
         if twice:
             raise WarmstartError(f"--strategies lists {twice[0]!r} twice (same {field}); "
                                  "list each strategy once")
-    base = load_config(config, overrides)
+    base = build_config(own_options_only(with_overrides(read_tree(config), overrides)))
     out = compare_dir_of(base, name)
     runs = plan_runs(config, overrides, specs, parse_seeds(seeds, base.train.seed), out,
                      overwrite=overwrite)
     console.print(f"[bold]warmstart compare[/] -> {out}: {len(specs)} strategies x "
                   f"{len(runs) // len(specs)} seeds = {len(runs)} runs")
-    groups = run_comparison(runs, out, console, ray)
+    groups = run_comparison(runs, out, console, map_fn)
     table_console = Console()
     if not table_console.is_terminal:  # a log file or pipe: wide beats wrapped cells
         table_console = Console(width=200)

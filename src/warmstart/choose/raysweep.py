@@ -1,7 +1,8 @@
 """`warmstart compare --ray ADDRESS`: the comparison's runs as parallel tasks on a Ray cluster.
 
-Each planned run is still its own `warmstart train` process (`compare.ensure_run`), started by
-a Ray task that reserves `--ray-cpus` CPUs (Ray sets OMP_NUM_THREADS to that, so torch in the
+`ray_map(options, console)` is a map function for `compare.run_comparison`: it runs the
+comparison's work for each planned run (its own `warmstart train` process) as a Ray task that
+reserves `--ray-cpus` CPUs (Ray sets OMP_NUM_THREADS to that, so torch in the
 run uses them) and `--ray-gpus` GPUs; as many run at once as the cluster has room for. Results
 come back as each run's summary, so the table and report are the same as for a local
 comparison. Workers must see the same files as this machine (output folder and data on a
@@ -12,14 +13,19 @@ Ray is an optional extra (`pip install 'warmstart[ray]'`) and is imported only h
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
 from warmstart.errors import WarmstartError
+
+T = TypeVar("T")
+R = TypeVar("R")
+# The map function's shape (`compare.MapFn`), generic here: this module knows nothing of
+# what a run is, so compare and raysweep do not import each other.
+MapFn = Callable[[Callable[[T], R], Sequence[T], Callable[[int, R], None]], list[R]]
 
 
 @dataclass(frozen=True)
@@ -32,21 +38,16 @@ class RayOptions:
     gpus: float = 0.0  # per run
 
 
-def _train_one(run: Any, log_dir: Path) -> tuple[dict[str, Any], bool, float]:
-    """A Ray task: train (or reuse) one planned run; (summary, was it trained, seconds)."""
-    from warmstart.choose.compare import ensure_run
-
-    started = time.perf_counter()
-    summary, trained = ensure_run(run, log_dir)
-    return summary, trained, time.perf_counter() - started
+def _call(work: Callable[[Any], Any], item: Any) -> Any:
+    """A Ray task: `work(item)` on a worker (`work` travels pickled, by reference)."""
+    return work(item)
 
 
-def run_on_ray(runs: list[Any], log_dir: Path, options: RayOptions, console: Console
-               ) -> list[tuple[dict[str, Any], bool]]:
-    """Train every run as a Ray task; (summary, was it trained) per run, in `runs` order.
+def ray_map(options: RayOptions, console: Console) -> MapFn:
+    """A map function that runs each item's work as a Ray task.
 
-    Joins the Ray session already open in this process if there is one (so a caller can
-    `ray.init(num_cpus=2)` first), else connects to `options.address`, and leaves again.
+    Raises:
+        WarmstartError: Ray is not installed, or the per-run resources are not positive.
     """
     try:
         import ray
@@ -55,32 +56,37 @@ def run_on_ray(runs: list[Any], log_dir: Path, options: RayOptions, console: Con
                              "'warmstart[ray]'") from None
     if options.cpus <= 0 or options.gpus < 0:
         raise WarmstartError("--ray-cpus must be > 0 and --ray-gpus >= 0")
-    started_here = not ray.is_initialized()
-    if started_here:
-        local = options.address == "local"
-        ray.init(address=None if local else options.address, log_to_driver=False,
-                 **({"include_dashboard": False} if local else {}))
-    task = ray.remote(num_cpus=options.cpus, num_gpus=options.gpus, max_retries=0)(_train_one)
-    pending = {task.remote(run, log_dir): i for i, run in enumerate(runs)}
-    console.print(f"{len(runs)} runs sent to Ray ({options.cpus:g} CPUs"
-                  + (f", {options.gpus:g} GPUs" if options.gpus else "") + " each)")
-    results: dict[int, tuple[dict[str, Any], bool]] = {}
-    try:
-        while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            i = pending.pop(ref)
-            try:
-                summary, trained, seconds = ray.get(ref)
-            except ray.exceptions.RayTaskError as e:  # a run's own error, as if run here
-                raise (e.cause if isinstance(e.cause, Exception) else e) from None
-            test = summary.get("test") or summary["validation"]
-            console.print(f"[{len(results) + 1}/{len(runs)}] {runs[i].run_dir.name} "
-                          + (f"trained in {seconds:.0f}s" if trained else "finished earlier, "
-                             "reused") + f" | accuracy {test['accuracy']:.4f}", highlight=False)
-            results[i] = (summary, trained)
-    finally:
-        for ref in pending:  # a failed or interrupted comparison stops the rest (and their
-            ray.cancel(ref)  # `warmstart train` processes) instead of leaving them running
+
+    def map_on_ray(work: Callable[[T], R], items: Sequence[T],
+                   done: Callable[[int, R], None]) -> list[R]:
+        """Every item as a task, as many at once as the cluster has room for; results in
+        `items` order. Joins the Ray session already open in this process if there is one
+        (so a caller can `ray.init(num_cpus=2)` first), else connects to `options.address`,
+        and leaves again."""
+        started_here = not ray.is_initialized()
         if started_here:
-            ray.shutdown()
-    return [results[i] for i in range(len(runs))]
+            local = options.address == "local"
+            ray.init(address=None if local else options.address, log_to_driver=False,
+                     **({"include_dashboard": False} if local else {}))
+        task = ray.remote(num_cpus=options.cpus, num_gpus=options.gpus, max_retries=0)(_call)
+        pending = {task.remote(work, item): i for i, item in enumerate(items)}
+        console.print(f"{len(items)} runs sent to Ray ({options.cpus:g} CPUs"
+                      + (f", {options.gpus:g} GPUs" if options.gpus else "") + " each)")
+        results: dict[int, R] = {}
+        try:
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                i = pending.pop(ref)
+                try:
+                    results[i] = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # a run's own error, as if run here
+                    raise (e.cause if isinstance(e.cause, Exception) else e) from None
+                done(i, results[i])
+        finally:
+            for ref in pending:  # a failed or interrupted comparison stops the rest (and
+                ray.cancel(ref)  # their `warmstart train` processes) instead of leaving them
+            if started_here:
+                ray.shutdown()
+        return [results[i] for i in range(len(items))]
+
+    return map_on_ray

@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from warmstart.config import RunConfig, from_dict
+from warmstart.config import RunConfig, read_run_config
 from warmstart.data.batches import Batches
 from warmstart.data.readers import read_table
 from warmstart.errors import WarmstartError
@@ -28,7 +27,7 @@ def load_run(run_dir: str | Path) -> tuple[Adapter, list[str], RunConfig]:
     if not is_finished(run) or not (run / "model").is_dir():
         raise WarmstartError(f"{run} holds no finished run with a saved model; train it again "
                              "(with output.save_model=true)")
-    cfg = from_dict(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
+    cfg = read_run_config(run / "config.yaml")
     adapter, labels = load_adapter(run / "model")
     adapter.module.eval()
     return adapter, labels, cfg

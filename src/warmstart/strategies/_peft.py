@@ -13,7 +13,6 @@ from typing import Any
 
 from torch import nn
 
-from warmstart.config import StrategyConfig
 from warmstart.errors import WarmstartError
 from warmstart.models import peft
 from warmstart.models.base import Adapter
@@ -48,20 +47,21 @@ def model_type(adapter: Adapter) -> str | None:
     return getattr(getattr(adapter.module, "config", None), "model_type", None)
 
 
-def choose_targets(adapter: Adapter, cfg: StrategyConfig, defaults: Mapping[str, list[str]],
+def choose_targets(adapter: Adapter, given: list[str], defaults: Mapping[str, list[str]],
                    make_config: MakeConfig, can_adapt: Callable[[nn.Module], bool],
                    label: str) -> Targets:
     """The modules to adapt, in this order of precedence:
 
-    1. `strategy.target_modules`, when given (names or suffixes, as peft matches them);
+    1. `given` (`strategy.target_modules`), when not empty (names or suffixes, as peft
+       matches them);
     2. peft's own defaults for the transformers model type (BERT: query and value for LoRA);
     3. by structure: every layer `can_adapt` accepts inside the block groups.
 
     The head is never a target: it is `modules_to_save`, which peft excludes from matching.
     """
     module = adapter.module
-    if cfg.target_modules:
-        spec = list(cfg.target_modules)
+    if given:
+        spec = list(given)
         names = _matching(module, make_config(spec))
         if not names:
             raise WarmstartError(

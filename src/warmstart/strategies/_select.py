@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from warmstart.models.base import Adapter
+from warmstart.models.base import Adapter, LayerGroup
 from warmstart.training.optim import ParamGroup
 
 # Normalisation layers whose parameters are per-channel scales and shifts. RMSNorm only
@@ -34,6 +34,18 @@ def mark_trainable(adapter: Adapter, chosen: set[int]) -> None:
     """Make exactly the parameters whose id is in `chosen` trainable; freeze the rest."""
     for p in adapter.module.parameters():
         p.requires_grad_(id(p) in chosen)
+
+
+def set_trainable(groups: Iterable[LayerGroup], trainable: bool) -> None:
+    """Mark every parameter of `groups` trainable or frozen (staged strategies' hooks)."""
+    for group in groups:
+        for p in group.parameters():
+            p.requires_grad_(trainable)
+
+
+def everything(adapter: Adapter) -> set[int]:
+    """Every parameter of the model (for the strategies in which all of it trains)."""
+    return ids(adapter.module.parameters())
 
 
 def groups_of(adapter: Adapter, chosen: set[int], scales: list[float] | None = None

@@ -3,6 +3,8 @@
 A strategy is a small registered function `(adapter, options) -> Plan`. It marks parameters
 trainable or frozen (`requires_grad`) and returns parameter groups, each with an `lr_scale`
 that the schedule multiplies. The one training loop knows nothing else about strategies.
+Its options are its own dataclass, registered with it (`register_strategy`), so adding a
+strategy with an option touches its file and the import list in `__init__.py`, nothing else.
 
 The plan lists every parameter that may train at any point of the run, even ones frozen at
 the start (gradual unfreezing), so the optimizer's groups never change shape mid-run and a
@@ -14,14 +16,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from warmstart.config import StrategyConfig
 from warmstart.data.batches import Batches
-from warmstart.models.base import Adapter, LayerGroup
+from warmstart.models.base import Adapter
+from warmstart.options import STRATEGY_OPTIONS, NoOptions
 from warmstart.registry import Registry
 from warmstart.training.loss import LossFn
 from warmstart.training.optim import ParamGroup
@@ -69,23 +72,25 @@ class Plan:
         return dataclasses.replace(self, groups=groups)
 
 
-Strategy = Callable[[Adapter, StrategyConfig], Plan]
+# (adapter, the strategy's options dataclass) -> Plan
+Strategy = Callable[[Adapter, Any], Plan]
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 
-def set_trainable(groups: Iterable[LayerGroup], trainable: bool) -> None:
-    """Mark every parameter of `groups` trainable or frozen."""
-    for group in groups:
-        for p in group.parameters():
-            p.requires_grad_(trainable)
+def register_strategy(name: str, description: str, options: type = NoOptions
+                      ) -> Callable[[Strategy], Strategy]:
+    """Decorator: register a strategy function and its options dataclass under `name`.
 
+    The options dataclass's fields become the `strategy.*` keys of that strategy (typed,
+    documented by their help, listed by `warmstart train --help` and the model card); a
+    strategy without options leaves `options` out.
+    """
 
-def group_plan(adapter: Adapter, scales: list[float] | None = None) -> list[ParamGroup]:
-    """One ParamGroup per layer group (input to head), with the given lr scales (default 1)."""
-    scales = scales or [1.0] * len(adapter.groups)
-    return [
-        ParamGroup(g.name, list(g.parameters()), s) for g, s in zip(adapter.groups, scales)
-    ]
+    def decorate(fn: Strategy) -> Strategy:
+        STRATEGY_OPTIONS.register(name, description)(options)
+        return STRATEGIES.register(name, description)(fn)
+
+    return decorate
 
 
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)

@@ -7,8 +7,8 @@ registered `bias` Parameter, so a parameter merely named like a bias is not pick
 
 from __future__ import annotations
 
-from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
+from warmstart.options import NoOptions
 from warmstart.strategies._select import (
     count,
     groups_of,
@@ -17,11 +17,11 @@ from warmstart.strategies._select import (
     mark_trainable,
     own_biases,
 )
-from warmstart.strategies.base import STRATEGIES, Plan
+from warmstart.strategies.base import Plan, register_strategy
 
 
-@STRATEGIES.register("bitfit", "BitFit: only bias terms (each module's own bias) and the head")
-def bitfit(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@register_strategy("bitfit", "BitFit: only bias terms (each module's own bias) and the head")
+def bitfit(adapter: Adapter, options: NoOptions) -> Plan:
     """Train every module's own `bias` Parameter and the whole head group."""
     head = head_ids(adapter)
     # The head's own biases train with it; the note counts the backbone's.

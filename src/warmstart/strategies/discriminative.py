@@ -32,14 +32,17 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from warmstart.config import StrategyConfig
 from warmstart.data.batches import Batches
 from warmstart.models.base import Adapter, logits_of
-from warmstart.strategies.base import STRATEGIES, Plan, group_plan, set_trainable
+from warmstart.options import check, option
+from warmstart.strategies._select import everything, groups_of, mark_trainable
+from warmstart.strategies.base import Plan, register_strategy
 from warmstart.tensors import move
 from warmstart.training import distributed
 from warmstart.training.loss import LossFn
@@ -48,12 +51,30 @@ from warmstart.training.optim import ParamGroup
 log = logging.getLogger("warmstart")
 
 
-@STRATEGIES.register("discriminative", "per-group lr from importance (Fisher or gradient) "
-                                       "measured on a few training batches")
-def discriminative(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@dataclass
+class DiscriminativeOptions:
+    """`strategy.*` keys of discriminative."""
+
+    importance: Literal["fisher", "grad_norm"] = option(
+        "fisher", "per-group importance measure (diagonal Fisher information or gradient "
+        "norm, per parameter)")
+    calibration_batches: int = option(
+        8, "training batches used to estimate importance before training")
+    min_scale: float = option(
+        0.1, "smallest lr scale a group can get, so no group stops learning")
+
+    def __post_init__(self) -> None:
+        check(self.calibration_batches >= 1, "strategy.calibration_batches", "must be >= 1")
+        check(0 < self.min_scale <= 1, "strategy.min_scale", "must be in (0, 1]")
+
+
+@register_strategy("discriminative", "per-group lr from importance (Fisher or gradient) "
+                                     "measured on a few training batches", DiscriminativeOptions)
+def discriminative(adapter: Adapter, cfg: DiscriminativeOptions) -> Plan:
     """Train everything; set each group's lr scale from its importance before training."""
-    set_trainable(adapter.groups, True)
-    groups = group_plan(adapter)
+    chosen = everything(adapter)
+    mark_trainable(adapter, chosen)
+    groups = groups_of(adapter, chosen)
 
     def calibrate(model: nn.Module, batches: Batches, device: torch.device,
                   loss_fn: LossFn) -> list[float]:

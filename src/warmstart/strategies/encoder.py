@@ -9,14 +9,14 @@ largest block of optimizer state; for a CNN the stem's edge filters transfer as 
 
 from __future__ import annotations
 
-from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
+from warmstart.options import NoOptions
 from warmstart.strategies._select import describe, groups_of, ids, mark_trainable
-from warmstart.strategies.base import STRATEGIES, Plan
+from warmstart.strategies.base import Plan, register_strategy
 
 
-@STRATEGIES.register("encoder", "freeze the embeddings/stem (first layer group); train the rest")
-def encoder(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@register_strategy("encoder", "freeze the embeddings/stem (first layer group); train the rest")
+def encoder(adapter: Adapter, options: NoOptions) -> Plan:
     """Train every layer group but the first; the head always trains."""
     below = adapter.groups[:-1]
     # A model whose only group is the head has no input group to freeze.

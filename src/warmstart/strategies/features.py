@@ -16,15 +16,18 @@ Either way the trained head stays inside the full model, so it predicts from raw
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 import torch
 from torch import nn
 
-from warmstart.config import StrategyConfig
 from warmstart.errors import WarmstartError
 from warmstart.models.base import Adapter
+from warmstart.options import option
 from warmstart.strategies._select import groups_of, ids, mark_trainable
-from warmstart.strategies.base import STRATEGIES, Plan
+from warmstart.strategies.base import Plan, register_strategy
 
 # Inverse L2 strength. scikit-learn's default; on standardised features (see `fit_linear`)
 # it is a mild penalty, right for the few-thousand-example sets this tool targets.
@@ -34,9 +37,18 @@ MAX_ITER = 1000  # lbfgs needs more than sklearn's 100 on a few hundred feature 
 ABSENT_LOGIT = -1e4
 
 
-@STRATEGIES.register("features", "frozen features; head fitted by the loop or by sklearn "
-                                 "(strategy.classifier)")
-def features(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@dataclass
+class FeaturesOptions:
+    """`strategy.*` keys of features."""
+
+    classifier: Literal["torch", "sklearn"] = option(
+        "torch", "train the head with the torch loop, or fit scikit-learn's logistic "
+        "regression on the cached features")
+
+
+@register_strategy("features", "frozen features; head fitted by the loop or by sklearn "
+                               "(strategy.classifier)", FeaturesOptions)
+def features(adapter: Adapter, cfg: FeaturesOptions) -> Plan:
     """Freeze everything but the classifier; cache its inputs; fit it by torch or sklearn.
 
     Raises:
@@ -47,17 +59,18 @@ def features(adapter: Adapter, cfg: StrategyConfig) -> Plan:
     # become part of the frozen feature extractor): the cache needs exactly that.
     chosen = ids(head.parameters())
     mark_trainable(adapter, chosen)
-    plan = Plan(groups_of(adapter, chosen),
-                notes=f"frozen features, head fitted by {cfg.classifier}")
-    if cfg.classifier == "sklearn":
-        if not isinstance(head, nn.Linear):
-            raise WarmstartError(
-                f"strategy.classifier=sklearn copies a logistic regression into the head, but "
-                f"this model's head is a {type(head).__name__}, not an nn.Linear; use "
-                "strategy.classifier=torch"
-            )
-        plan.solver = lambda x, y: fit_linear(head, x, y)
-    return plan
+    if cfg.classifier == "sklearn" and not isinstance(head, nn.Linear):
+        raise WarmstartError(
+            f"strategy.classifier=sklearn copies a logistic regression into the head, but "
+            f"this model's head is a {type(head).__name__}, not an nn.Linear; use "
+            "strategy.classifier=torch"
+        )
+
+    def solver(x: np.ndarray, y: np.ndarray) -> None:
+        fit_linear(head, x, y)
+
+    return Plan(groups_of(adapter, chosen), notes=f"frozen features, head fitted by "
+                f"{cfg.classifier}", solver=solver if cfg.classifier == "sklearn" else None)
 
 
 @torch.no_grad()

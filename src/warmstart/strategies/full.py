@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
-from warmstart.strategies.base import STRATEGIES, Plan, group_plan, set_trainable
+from warmstart.options import NoOptions
+from warmstart.strategies._select import everything, groups_of, mark_trainable
+from warmstart.strategies.base import Plan, register_strategy
 
 
-@STRATEGIES.register("full", "full fine-tuning: every parameter trains at the base lr")
-def full(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@register_strategy("full", "full fine-tuning: every parameter trains at the base lr")
+def full(adapter: Adapter, options: NoOptions) -> Plan:
     """Train everything; one parameter group per layer group, all at lr scale 1."""
-    set_trainable(adapter.groups, True)
-    return Plan(group_plan(adapter), notes="all layer groups train")
+    chosen = everything(adapter)
+    mark_trainable(adapter, chosen)
+    return Plan(groups_of(adapter, chosen), notes="all layer groups train")

@@ -12,13 +12,14 @@ resumed at epoch `e` is in the same state as one that got there epoch by epoch.
 
 from __future__ import annotations
 
-from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
-from warmstart.strategies.base import STRATEGIES, Plan, group_plan, set_trainable
+from warmstart.options import NoOptions
+from warmstart.strategies._select import everything, groups_of, set_trainable
+from warmstart.strategies.base import Plan, register_strategy
 
 
-@STRATEGIES.register("gradual", "gradual unfreezing (ULMFiT): head first, one more group per epoch")
-def gradual(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@register_strategy("gradual", "gradual unfreezing (ULMFiT): head first, one more group per epoch")
+def gradual(adapter: Adapter, options: NoOptions) -> Plan:
     """Plan all groups; at epoch `e` train the head and the top `e` groups below it."""
     groups = adapter.groups
 
@@ -30,6 +31,6 @@ def gradual(adapter: Adapter, cfg: StrategyConfig) -> Plan:
         set_trainable(groups[first:], True)
 
     on_epoch_start(0)  # the state before training: head only
-    return Plan(group_plan(adapter), on_epoch_start=on_epoch_start,
+    return Plan(groups_of(adapter, everything(adapter)), on_epoch_start=on_epoch_start,
                 notes=f"epoch 0: head only; one more group per epoch, all "
                       f"{len(groups)} training from epoch {len(groups) - 1}")

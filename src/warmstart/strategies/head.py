@@ -7,14 +7,14 @@ epoch after the first costs almost nothing. The trained head stays inside the fu
 
 from __future__ import annotations
 
-from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
+from warmstart.options import NoOptions
 from warmstart.strategies._select import groups_of, head_ids, mark_trainable
-from warmstart.strategies.base import STRATEGIES, Plan
+from warmstart.strategies.base import Plan, register_strategy
 
 
-@STRATEGIES.register("head", "linear probe: only the new head trains; backbone outputs cached")
-def head(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@register_strategy("head", "linear probe: only the new head trains; backbone outputs cached")
+def head(adapter: Adapter, options: NoOptions) -> Plan:
     """Freeze everything below the head group; train the head group at lr scale 1.
 
     Where the head group is the classifier alone, the run caches its inputs; a head group

@@ -12,20 +12,21 @@ on their output.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
 from warmstart.models.peft import head_names, require_peft
+from warmstart.options import option
 from warmstart.strategies._peft import (
     adapt,
     choose_targets,
     describe,
     model_type,
 )
-from warmstart.strategies.base import STRATEGIES, Plan
+from warmstart.strategies.base import Plan, register_strategy
 
 
 def can_adapt(module: nn.Module) -> bool:
@@ -34,8 +35,18 @@ def can_adapt(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
-@STRATEGIES.register("ia3", "(IA)^3 (peft): learned per-channel scales on chosen layers")
-def ia3(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@dataclass
+class Ia3Options:
+    """`strategy.*` keys of ia3."""
+
+    target_modules: list[str] = option(
+        [], "module names (or name suffixes such as query) to adapt; empty = peft's defaults "
+        "for the model type, else every Linear/conv layer inside the block groups")
+
+
+@register_strategy("ia3", "(IA)^3 (peft): learned per-channel scales on chosen layers",
+                   Ia3Options)
+def ia3(adapter: Adapter, cfg: Ia3Options) -> Plan:
     """Add (IA)^3 scaling vectors to the chosen layers; train them and the head."""
     require_peft("strategy.name 'ia3'")
     from peft import IA3Config
@@ -51,5 +62,5 @@ def ia3(adapter: Adapter, cfg: StrategyConfig) -> Plan:
         return IA3Config(target_modules=targets, modules_to_save=heads,
                          feedforward_modules=[m for m in known_feedforward if m in targets])
 
-    targets = choose_targets(adapter, cfg, DEFAULTS, config, can_adapt, "IA3")
+    targets = choose_targets(adapter, cfg.target_modules, DEFAULTS, config, can_adapt, "IA3")
     return adapt(adapter, config(targets.spec), "ia3", f"IA3 on {describe(adapter, targets)}")

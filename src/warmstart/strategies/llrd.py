@@ -9,9 +9,24 @@ need to move the most.
 
 from __future__ import annotations
 
-from warmstart.config import StrategyConfig
+from dataclasses import dataclass
+
 from warmstart.models.base import Adapter
-from warmstart.strategies.base import STRATEGIES, Plan, group_plan, set_trainable
+from warmstart.options import check, option
+from warmstart.strategies._select import everything, groups_of, mark_trainable
+from warmstart.strategies.base import Plan, register_strategy
+
+
+@dataclass
+class LlrdOptions:
+    """`strategy.*` keys of llrd."""
+
+    decay: float = option(
+        0.9, "lr multiplier per group below the head; 0.9 is the middle of the 0.8-0.95 range "
+        "Sun et al. 2019 found to help BERT")
+
+    def __post_init__(self) -> None:
+        check(0 < self.decay <= 1, "strategy.decay", "must be in (0, 1]")
 
 
 def decay_scales(num_groups: int, decay: float) -> list[float]:
@@ -19,11 +34,13 @@ def decay_scales(num_groups: int, decay: float) -> list[float]:
     return [decay ** (num_groups - 1 - i) for i in range(num_groups)]
 
 
-@STRATEGIES.register("llrd", "layer-wise lr decay: every group trains at decay**(depth below head)")
-def llrd(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@register_strategy("llrd", "layer-wise lr decay: every group trains at decay**(depth below head)",
+                   LlrdOptions)
+def llrd(adapter: Adapter, cfg: LlrdOptions) -> Plan:
     """Train everything; the group `d` steps below the head runs at `cfg.decay ** d`."""
-    set_trainable(adapter.groups, True)
+    chosen = everything(adapter)
+    mark_trainable(adapter, chosen)
     scales = decay_scales(len(adapter.groups), cfg.decay)
-    return Plan(group_plan(adapter, scales),
+    return Plan(groups_of(adapter, chosen, scales),
                 notes=f"all groups train; lr scale {scales[0]:.3g} ({adapter.groups[0].name}) "
                       f"to 1 (head), x{cfg.decay:g} per group")

@@ -12,20 +12,21 @@ ungrouped convolutions inside the block groups.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
 from warmstart.models.peft import head_names, plain_conv, require_peft
+from warmstart.options import check, option
 from warmstart.strategies._peft import (
     adapt,
     choose_targets,
     describe,
 )
-from warmstart.strategies.base import STRATEGIES, Plan
+from warmstart.strategies.base import Plan, register_strategy
 
 
 def can_adapt(module: nn.Module) -> bool:
@@ -61,8 +62,27 @@ def computes_like_conv2d(conv: nn.Conv2d) -> bool:
     return ours.shape == plain.shape and torch.allclose(ours, plain)
 
 
-@STRATEGIES.register("lora", "LoRA (peft): rank-r updates to attention/conv weights; head trains")
-def lora(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@dataclass
+class LoraOptions:
+    """`strategy.*` keys of lora."""
+
+    r: int = option(8, "rank of the update matrices; 8 is the LoRA paper's robust default")
+    alpha: float = option(16.0, "scaling numerator (the update is scaled by alpha/r); 2r is "
+                          "common")
+    lora_dropout: float = option(0.1, "dropout on the adapter input")
+    target_modules: list[str] = option(
+        [], "module names (or name suffixes such as query) to adapt; empty = peft's defaults "
+        "for the model type, else every Linear/conv layer inside the block groups")
+
+    def __post_init__(self) -> None:
+        check(self.r >= 1, "strategy.r", "must be >= 1")
+        check(self.alpha > 0, "strategy.alpha", "must be > 0")
+        check(0 <= self.lora_dropout < 1, "strategy.lora_dropout", "must be in [0, 1)")
+
+
+@register_strategy("lora", "LoRA (peft): rank-r updates to attention/conv weights; head trains",
+                   LoraOptions)
+def lora(adapter: Adapter, cfg: LoraOptions) -> Plan:
     """Add rank `strategy.r` LoRA adapters to the chosen layers; train them and the head."""
     require_peft("strategy.name 'lora'")
     from peft import LoraConfig
@@ -74,7 +94,7 @@ def lora(adapter: Adapter, cfg: StrategyConfig) -> Plan:
         return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, modules_to_save=heads, bias="none")
 
-    targets = choose_targets(adapter, cfg, DEFAULTS, config, can_adapt, "LoRA")
+    targets = choose_targets(adapter, cfg.target_modules, DEFAULTS, config, can_adapt, "LoRA")
     convs = [adapter.module.get_submodule(n) for n in targets.names]
     plain = [n for n, m in zip(targets.names, convs)
              if isinstance(m, nn.Conv2d) and type(m) is not nn.Conv2d]

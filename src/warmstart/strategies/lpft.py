@@ -12,13 +12,27 @@ depends only on the epoch number, so a resumed run is in the same state.
 
 from __future__ import annotations
 
-from warmstart.config import StrategyConfig
+from dataclasses import dataclass
+
 from warmstart.models.base import Adapter
-from warmstart.strategies.base import STRATEGIES, Plan, group_plan, set_trainable
+from warmstart.options import check, option
+from warmstart.strategies._select import everything, groups_of, set_trainable
+from warmstart.strategies.base import Plan, register_strategy
 
 
-@STRATEGIES.register("lp-ft", "linear probe for strategy.probe_epochs epochs, then fine-tune all")
-def lpft(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@dataclass
+class LpftOptions:
+    """`strategy.*` keys of lp-ft."""
+
+    probe_epochs: int = option(1, "epochs of linear probing (head only) before full fine-tuning")
+
+    def __post_init__(self) -> None:
+        check(self.probe_epochs >= 0, "strategy.probe_epochs", "must be >= 0")
+
+
+@register_strategy("lp-ft", "linear probe for strategy.probe_epochs epochs, then fine-tune all",
+                   LpftOptions)
+def lpft(adapter: Adapter, cfg: LpftOptions) -> Plan:
     """Plan all groups; head only before epoch `cfg.probe_epochs`, everything from then on."""
     below, head = adapter.groups[:-1], adapter.groups[-1:]
 
@@ -27,5 +41,5 @@ def lpft(adapter: Adapter, cfg: StrategyConfig) -> Plan:
         set_trainable(head, True)
 
     on_epoch_start(0)  # the state before training
-    return Plan(group_plan(adapter), on_epoch_start=on_epoch_start,
+    return Plan(groups_of(adapter, everything(adapter)), on_epoch_start=on_epoch_start,
                 notes=f"head only for {cfg.probe_epochs} epoch(s), then all groups")

@@ -9,8 +9,8 @@ from torch's is not selected.
 
 from __future__ import annotations
 
-from warmstart.config import StrategyConfig
 from warmstart.models.base import Adapter
+from warmstart.options import NoOptions
 from warmstart.strategies._select import (
     count,
     groups_of,
@@ -19,11 +19,11 @@ from warmstart.strategies._select import (
     mark_trainable,
     norm_params,
 )
-from warmstart.strategies.base import STRATEGIES, Plan
+from warmstart.strategies.base import Plan, register_strategy
 
 
-@STRATEGIES.register("norm", "only normalisation layers (LayerNorm, BatchNorm, ...) and the head")
-def norm(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@register_strategy("norm", "only normalisation layers (LayerNorm, BatchNorm, ...) and the head")
+def norm(adapter: Adapter, options: NoOptions) -> Plan:
     """Train the parameters of every normalisation layer and the whole head group."""
     head = head_ids(adapter)
     # Norm layers inside the head group (if any) train with it; the note counts the others.

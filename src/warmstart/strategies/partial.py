@@ -15,11 +15,12 @@ The head always trains: a new, randomly initialised classifier left frozen predi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from warmstart.config import StrategyConfig
 from warmstart.errors import WarmstartError
 from warmstart.models.base import Adapter
+from warmstart.options import check, option
 from warmstart.strategies._select import (
     describe,
     groups_of,
@@ -27,12 +28,27 @@ from warmstart.strategies._select import (
     ids,
     mark_trainable,
 )
-from warmstart.strategies.base import STRATEGIES, Plan
+from warmstart.strategies.base import Plan, register_strategy
 
 
-@STRATEGIES.register("partial", "train the top strategy.k layer groups and the head "
-                                "(or strategy.groups / strategy.patterns)")
-def partial(adapter: Adapter, cfg: StrategyConfig) -> Plan:
+@dataclass
+class PartialOptions:
+    """`strategy.*` keys of partial, most specific first: patterns, groups, k."""
+
+    k: int = option(2, "how many of the top layer groups train (the head always trains)")
+    groups: list[int] = option(
+        [], "explicit layer-group indices to train (0 = input side; overrides k)")
+    patterns: list[str] = option(
+        [], "shell-style patterns on parameter names to train, for power users (e.g. "
+        "'*.attention.*'; overrides k and groups)")
+
+    def __post_init__(self) -> None:
+        check(self.k >= 0, "strategy.k", "must be >= 0")
+
+
+@register_strategy("partial", "train the top strategy.k layer groups and the head "
+                              "(or strategy.groups / strategy.patterns)", PartialOptions)
+def partial(adapter: Adapter, cfg: PartialOptions) -> Plan:
     """Train the chosen layer groups (or pattern-matched parameters) and the head.
 
     Raises:

@@ -115,7 +115,7 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     if adapter.kind != data.kind:
         raise WarmstartError(f"model {cfg.model.name!r} reads {adapter.kind} but data "
                              f"{cfg.data.name!r} holds {data.kind}; pick a matching pair")
-    plan = STRATEGIES.get(cfg.strategy.name)(adapter, cfg.strategy)
+    plan = STRATEGIES.get(cfg.strategy.name)(adapter, cfg.strategy.options)
     adapter = plan.adapter or adapter
     adapter.module.to(device)
     lr = cfg.optim.lr if cfg.optim.lr is not None else adapter.default_lr
