@@ -268,7 +268,10 @@ def test_minilm_l6_groups_and_size() -> None:
     adapter = build("minilm-l6")
     names = [g.name for g in adapter.groups]
     assert names == ["embeddings"] + [f"block{i}" for i in range(6)] + ["head"]
-    assert n_params(adapter.module.parameters()) - n_params(adapter.head.parameters()) == 22_713_216
+    # The checkpoint is read as trained (mean pooling): its untrained BERT pooler is left out.
+    pooler = 384 * 384 + 384
+    assert n_params(adapter.module.parameters()) - n_params(adapter.head.parameters()) == \
+        22_713_216 - pooler
     assert adapter.module.config._attn_implementation == "sdpa"
     out = logits(adapter, ["The match ended in a draw after extra time."])
     assert out.shape == (1, 3) and torch.isfinite(out).all()

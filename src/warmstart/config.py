@@ -37,6 +37,13 @@ class ModelConfig:
         "an intent or a headline plus lead, and halves CPU time per example against 128; "
         "raise it for long documents"
     )
+    pooling: Literal["auto", "mean", "cls", "pooler", "last", "max"] = _f(
+        "auto", "text: how the token vectors become the head's input. auto = as the checkpoint "
+        "was trained: a sentence-transformers layout's pooling (all-MiniLM-L6-v2: mean, "
+        "L2-normalised; its pooler was never trained), else the architecture's own head. "
+        "pooler = that own head (BERT's pooler on [CLS]); mean/cls/last/max = warmstart's "
+        "head on that pooling of the base model"
+    )
     image_size: int | None = _f(
         None, "images: side in pixels after resizing; null = the model's own input size"
     )
@@ -100,8 +107,9 @@ class OptimConfig:
     """The optimizer and its learning-rate schedule."""
 
     lr: float | None = _f(
-        None, "peak learning rate; null = the model's recommended fine-tuning rate (5e-5 for "
-        "transformers, 1e-3 for small CNNs), since a pretrained model wants small steps"
+        None, "peak learning rate; null = the strategy's default for the model kind (a linear "
+        "probe or LoRA wants larger steps than full fine-tuning; `warmstart train` prints the "
+        "value and its reason), else the model's (5e-5 for transformers, 1e-3 for small CNNs)"
     )
     weight_decay: float = _f(
         0.01, "decoupled (AdamW) weight decay on weights; biases and norms never decay. 0.01 is "
@@ -138,9 +146,10 @@ class OptimConfig:
 class TrainConfig:
     """How long and how to train."""
 
-    epochs: int = _f(
-        2, "passes over the training set; 2-4 is the usual fine-tuning range, and 2 keeps the "
-        "default job within minutes on a CPU"
+    epochs: int | None = _f(
+        None, "passes over the training set; null = the strategy's default for the model kind "
+        "(`head`: 10 on text, its cached epochs cost little), else 2: 2-4 is the usual "
+        "fine-tuning range, and 2 keeps the default job within minutes on a CPU"
     )
     batch_size: int = _f(16, "examples per optimizer step")
     eval_batch_size: int = _f(64, "examples per evaluation batch (no gradients, so larger)")
@@ -262,7 +271,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     check(0 <= cfg.optim.warmup_ratio < 1, "optim.warmup_ratio", "must be in [0, 1)")
     check(cfg.optim.clip_norm is None or cfg.optim.clip_norm > 0, "optim.clip_norm",
            "must be > 0 or null")
-    check(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    check(cfg.train.epochs is None or cfg.train.epochs >= 1, "train.epochs",
+          "must be >= 1 or null")
     check(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
     check(cfg.train.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1")
     check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1")

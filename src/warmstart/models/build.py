@@ -31,6 +31,9 @@ def build_model(cfg: ModelConfig, num_labels: int, seed: int | None = None) -> A
     if seed is not None:
         torch.manual_seed(seed)
     adapter = _build(cfg, num_labels)
+    if cfg.pooling != "auto" and "pooling_note" not in adapter.extra:
+        raise WarmstartError(f"model.pooling={cfg.pooling} applies to Hugging Face text models; "
+                             f"{cfg.name!r} keeps its own pooling (leave model.pooling=auto)")
     adapter.seed = seed
     return adapter
 

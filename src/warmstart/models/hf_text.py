@@ -15,8 +15,9 @@ import torch
 
 from warmstart.config import ModelConfig
 from warmstart.errors import WarmstartError
-from warmstart.models import hf
+from warmstart.models import hf, pooling
 from warmstart.models.base import MODELS, Adapter, check_groups, set_dropout
+from warmstart.models.pooling import PooledClassifier, Pooling
 
 # The usual BERT fine-tuning rate (Devlin et al. 2019 searched 2e-5..5e-5); the top of that range
 # because our runs are short (a few epochs on a few thousand examples).
@@ -52,32 +53,59 @@ def tiny_bert(cfg: ModelConfig, num_labels: int) -> Adapter:
     )
     if cfg.dropout is not None:
         hf.set_config_dropout(config, cfg.dropout)
-    model = hf.from_config(AutoModelForSequenceClassification, config)
+    how = pooling.resolve(cfg.pooling, None)
+    if how.native:
+        model = hf.from_config(AutoModelForSequenceClassification, config)
+    else:
+        from transformers import AutoModel
+
+        model = PooledClassifier(hf.from_config(AutoModel, config), how, num_labels,
+                                 _head_dropout(config))
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     tokenizer.model_max_length = config.max_position_embeddings  # no positions beyond these
-    return _adapter(cfg, model, tokenizer)
+    return _adapter(cfg, model, tokenizer, how)
 
 
 def build_hf_text(cfg: ModelConfig, num_labels: int, source: str | None = None,
-                  new_head: bool = True) -> Adapter:
-    """A transformers sequence-classification model with a new `num_labels`-way head.
+                  new_head: bool = True, normalize: bool | None = None) -> Adapter:
+    """A transformers text model with a new `num_labels`-way head on its pooled vector.
+
+    The pooling follows `model.pooling` (`models/pooling.py`): the architecture's own
+    `*ForSequenceClassification` model, or its base model with warmstart's head.
 
     Args:
         cfg: the model config; `source` defaults to `cfg.name` (a local directory or hub id).
         num_labels: number of classes.
         source: where the weights and tokenizer are.
         new_head: False when restoring a saved fine-tuned model (keep its head).
+        normalize: restoring: whether the saved pooling normalises (None: as resolved).
     """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     source = source or cfg.name
     config = hf.load_config(source, num_labels, cfg.dropout)
-    model = hf.from_pretrained(AutoModelForSequenceClassification, source, config, new_head)
+    how = pooling.resolve(cfg.pooling, Path(source))
+    if normalize is not None:
+        how = Pooling(how.mode, normalize, "the saved model")
+    if how.native:
+        model = hf.from_pretrained(AutoModelForSequenceClassification, source, config, new_head)
+    else:
+        base = hf.from_pretrained(AutoModel, source, config, new_head=False)
+        model = PooledClassifier(base, how, num_labels, _head_dropout(config))
+        if not new_head:
+            pooling.load_head(model, Path(source))
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=hf.offline())
-    return _adapter(cfg, model, tokenizer)
+    return _adapter(cfg, model, tokenizer, how)
 
 
-def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any) -> Adapter:
+def _head_dropout(config: Any) -> float:
+    """The new head's dropout: the config's classifier dropout, else its hidden dropout (as
+    transformers' BERT classifier does)."""
+    p = getattr(config, "classifier_dropout", None)
+    return float(p if p is not None else getattr(config, "hidden_dropout_prob", 0.1))
+
+
+def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any, how: Pooling) -> Adapter:
     """Wrap a loaded model and tokenizer: groups, head, tokenising and padding."""
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-like tokenizers have no pad token
@@ -118,17 +146,29 @@ def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any) -> Adapter:
         return out
 
     def save(directory: Path, label_names: list[str]) -> None:
-        meta = {"name": cfg.name, "kind": "text", "max_length": max_length}
-        hf.save_hf(model, Path(directory), label_names, meta, tokenizer=tokenizer)
+        meta = {"name": cfg.name, "kind": "text", "max_length": max_length,
+                "pooling": how.mode, "normalize": how.normalize}
+        if how.native:
+            hf.save_hf(model, Path(directory), label_names, meta, tokenizer=tokenizer)
+            return
+        # The base model saves as itself (AutoModel), the head beside it; see pooling.py.
+        model.base.config.num_labels = len(label_names)
+        hf.save_hf(model.base, Path(directory), label_names, meta, tokenizer=tokenizer)
+        pooling.write_layout(model, Path(directory))
 
     return Adapter(
         name=cfg.name, kind="text", module=model, groups=groups, head=head, default_lr=TEXT_LR,
         encode=encode, collate=collate, save=save, lengths=lengths,
-        extra={"tokenizer": tokenizer, "max_length": max_length},
+        # `pooling` is the setting (e.g. auto), which rebuilds the same model from the same
+        # source: the peft reloader rebuilds the base from it.
+        extra={"tokenizer": tokenizer, "max_length": max_length, "pooling": cfg.pooling,
+               "pooling_note": how.describe()},
     )
 
 
 def load_hf_text(directory: Path, meta: dict[str, Any]) -> Adapter:
     """Restore a text adapter saved by `Adapter.save` (weights, tokenizer, max_length)."""
-    cfg = ModelConfig(name=meta["name"], max_length=meta["max_length"])
-    return build_hf_text(cfg, len(meta["labels"]), source=str(directory), new_head=False)
+    cfg = ModelConfig(name=meta["name"], max_length=meta["max_length"],
+                      pooling=meta.get("pooling", "pooler"))
+    return build_hf_text(cfg, len(meta["labels"]), source=str(directory), new_head=False,
+                         normalize=meta.get("normalize", False))

@@ -203,7 +203,7 @@ def trainable_params(adapter: Adapter) -> tuple[list[nn.Parameter], list[nn.Para
 def base_config(adapter: Adapter) -> dict[str, Any]:
     """The ModelConfig keys that rebuild the base model: its name and resolved input size."""
     out: dict[str, Any] = {"name": adapter.name}
-    for key in ("max_length", "image_size"):
+    for key in ("max_length", "image_size", "pooling"):
         if key in adapter.extra:
             out[key] = adapter.extra[key]
     return out

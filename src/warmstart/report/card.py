@@ -16,6 +16,7 @@ from typing import Any
 
 from warmstart.config import RunConfig
 from warmstart.files import atomic_write_text
+from warmstart.models.pooling import HEAD_FILE, Pooling, usage
 from warmstart.summary import RunSummary, Split
 
 
@@ -46,11 +47,14 @@ def cpu_model() -> str:
     return ""
 
 
-def _kind(run_dir: Path) -> str:
+def _saved(run_dir: Path) -> dict[str, Any]:
+    """The saved model's `warmstart_model.json` (empty when no model was saved)."""
     meta = run_dir / "model" / "warmstart_model.json"
-    if meta.is_file():
-        return json.loads(meta.read_text(encoding="utf-8")).get("kind", "inputs")
-    return "inputs"
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+
+
+def _kind(run_dir: Path) -> str:
+    return _saved(run_dir).get("kind", "inputs")
 
 
 def _metrics_table(summary: RunSummary) -> str:
@@ -112,7 +116,7 @@ def _model_section(summary: RunSummary, cfg: RunConfig) -> list[str]:
         f"({params.fraction:.2%})",
         f"- learning rate: {summary.lr.base:g} ({cfg.optim.schedule} schedule), "
         f"batch {cfg.train.batch_size} x {cfg.train.accumulate}, seed {summary.seed}",
-        f"- epochs: {summary.epochs} of {cfg.train.epochs}, best epoch "
+        f"- epochs: {summary.epochs} of {cfg.train.epochs or summary.epochs}, best epoch "
         f"{summary.best_epoch} (by validation {cfg.train.metric}; its weights are saved)",
     ]
 
@@ -161,6 +165,22 @@ def _use_section(run_dir: Path, summary: RunSummary, kind: str) -> list[str]:
     ]
 
 
+def _loading_section(run_dir: Path) -> list[str]:
+    """How to compute the same logits with transformers alone, for a model whose head sits
+    on a pooling of its own (`models/pooling.py`); nothing for the other layouts."""
+    meta = _saved(run_dir)
+    mode = meta.get("pooling")
+    if meta.get("kind") != "text" or mode in (None, "pooler") or "peft" in meta:
+        return []
+    how = Pooling(mode, bool(meta.get("normalize")))
+    return ["## Loading without warmstart", "",
+            f"The head reads the {how.describe().removesuffix(' (model.pooling)')} of the "
+            "base model's token vectors. `model/` holds the base model "
+            "(`AutoModel.from_pretrained`; also a sentence-transformers layout) and the head "
+            f"in `{HEAD_FILE}`; with `d` that folder:", "",
+            "```python", usage(how).rstrip(), "```"]
+
+
 def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
     """The card's Markdown text (with a small YAML header, as model hubs expect)."""
     kind = _kind(run_dir)
@@ -176,6 +196,7 @@ def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
         _metrics_section(summary),
         _training_section(run_dir, summary),
         _use_section(run_dir, summary, kind),
+        _loading_section(run_dir),
         ["## Limitations", "", *[f"- {x}" for x in _limitations(summary, cfg, kind)]],
     ]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
