@@ -123,3 +123,42 @@ def test_a_new_strategy_with_an_option_touches_only_its_own_file(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "refused: config key 'strategy.factor': must be in (0, 1]" in done.stdout
+
+
+# ------------------------------------------------------------------ per-strategy defaults
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("kind", ["text", "image"])
+def test_each_strategys_declared_defaults_apply_and_yield_to_the_config(name, kind):
+    from warmstart.strategies import STRATEGY_DEFAULTS
+    from warmstart.training.session import EPOCHS, choose
+
+    declared = STRATEGY_DEFAULTS[name].get(kind)
+    chosen = choose(load_config(None, [f"strategy.name={name}"]), kind, model_lr=7e-4)
+    assert chosen.lr == (declared.lr if declared and declared.lr else 7e-4)
+    assert chosen.epochs == (declared.epochs if declared and declared.epochs else EPOCHS)
+    if declared and declared.lr:
+        assert chosen.lr_from.startswith(f"{name}'s default for {kind} models")
+        assert declared.why, f"{name} declares a {kind} default without saying why"
+    given = choose(load_config(None, [f"strategy.name={name}", "optim.lr=0.123",
+                                      "train.epochs=3"]), kind, model_lr=7e-4)
+    assert (given.lr, given.lr_from, given.epochs, given.epochs_from) == (
+        0.123, "optim.lr", 3, "train.epochs")
+
+
+def test_a_run_uses_and_reports_its_strategys_defaults(tmp_path, capsys):
+    from conftest import make_rows, write_csv
+
+    from warmstart.cli import main
+    from warmstart.strategies import STRATEGY_DEFAULTS
+    from warmstart.summary import read_summary
+
+    declared = STRATEGY_DEFAULTS["head"]["text"]
+    data = write_csv(tmp_path / "d.csv", make_rows(12))
+    assert main(["train", "model.name=tiny-bert", "strategy.name=head", f"data.name={data}",
+                 f"output.dir={tmp_path}", "output.name=r", "log.quiet=true"]) == 0
+    summary = read_summary(tmp_path / "r")
+    assert (summary.lr.base, summary.epochs) == (declared.lr, declared.epochs)
+    assert f"lr {declared.lr:g} (head's default for text models" in capsys.readouterr().err
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["optim"]["lr"] is None  # the user's config as given: resolved again on resume

@@ -305,3 +305,27 @@ def test_checker_catches_broken_pages(tmp_path):
     assert "missing.png" in text and "example.invalid" in text
     assert any("notDefined" in line for line in check.console)
     assert all(c["width"] == 0 for c in check.charts)
+
+
+def _row(strategy, acc, seconds):
+    from warmstart.report.table import Row
+
+    return Row(strategy, [], {"test_accuracy": acc, "test_f1_macro": acc,
+                              "train_seconds": seconds}, {})
+
+
+def test_the_pick_names_the_best_and_the_cheapest_within_a_point():
+    from warmstart.report.build import recommendation
+
+    rows = [_row("head", 0.905, 6.0), _row("lora", 0.93, 70.0), _row("full", 0.935, 120.0)]
+    text = recommendation(rows)
+    assert text.startswith("full: the highest mean test accuracy (0.9350, 120 s")
+    assert "for 1.7x less training time, lora comes within a point (0.9300, 70 s)" in text
+    assert "cheaper" in recommendation([_row("head", 0.80, 6.0), _row("full", 0.93, 120.0)])
+
+
+def test_the_report_shows_the_pick(compare_dir):
+    out, _ = compare_dir
+    report = (out / "report.md").read_text()
+    # full (0.85/0.86) is best; partial (0.80/0.81) is 5 points behind: no cheaper pick.
+    assert "- **pick**: full: the highest mean test accuracy (0.8550" in report

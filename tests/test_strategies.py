@@ -20,8 +20,9 @@ from warmstart.errors import WarmstartError
 from warmstart.models import build_model
 from warmstart.models.base import Adapter, LayerGroup, logits_of
 from warmstart.strategies import STRATEGIES, train_mode
+from warmstart.strategies.base import SolveData
 from warmstart.strategies.discriminative import importance
-from warmstart.strategies.features import MAX_ITER, C, fit_linear
+from warmstart.strategies.features import C_GRID, MAX_ITER, fit_linear
 from warmstart.training.cache import head_only
 from warmstart.training.loss import make_loss
 from warmstart.training.optim import build_optimizer
@@ -316,33 +317,47 @@ def test_importance_is_the_mean_squared_gradient_per_element():
 # ------------------------------------------------------------------ features / sklearn
 
 
-def _feature_batches(num_classes, n_per_class=20, dim=6):
+def _feature_batches(num_classes, n_per_class=20, dim=6, seed=0):
     gen = torch.Generator().manual_seed(0)
     centres = torch.randn(num_classes, dim, generator=gen) * 3
+    gen.manual_seed(seed)
     xs = [centres[c] + torch.randn(dim, generator=gen) * 2 + 10  # off-centre, as real features
           for c in range(num_classes) for _ in range(n_per_class)]
     ys = np.repeat(np.arange(num_classes), n_per_class)
     return Batches(xs, ys, lambda items: {"features": torch.stack(items)}, 16, shuffle=True)
 
 
-@pytest.mark.parametrize("num_classes", [2, 3])
-def test_sklearn_fit_is_copied_into_the_head(num_classes):
-    batches = _feature_batches(num_classes)
+def _solve_data(num_classes, weights=None):
+    train, val = _feature_batches(num_classes), _feature_batches(num_classes, 8, seed=1)
+    return SolveData(torch.stack(train.encoded).numpy(), np.asarray(train.labels),
+                     torch.stack(val.encoded).numpy(), np.asarray(val.labels), weights)
+
+
+@pytest.mark.parametrize("num_classes, weights", [(2, None), (3, None), (3, [1.0, 4.0, 0.5])])
+def test_sklearn_fit_with_c_chosen_on_validation_is_copied_into_the_head(num_classes, weights):
+    data = _solve_data(num_classes, None if weights is None else np.array(weights))
     head = nn.Linear(6, num_classes)
-    x = torch.stack(batches.encoded)
-    fit_linear(head, x.numpy(), batches.labels.numpy())
+    note = fit_linear(head, data)
+    x = torch.as_tensor(data.train_x)
     mean, std = x.mean(0), x.std(0)
-    ref = LogisticRegression(C=C, max_iter=MAX_ITER).fit(((x - mean) / std).numpy(),
-                                                        batches.labels.numpy())
+    std_train, std_val = ((x - mean) / std).numpy(), ((torch.as_tensor(data.val_x) - mean)
+                                                     / std).numpy()
+    class_weight = None if weights is None else dict(enumerate(weights))
+    refs = [LogisticRegression(C=c, max_iter=MAX_ITER, class_weight=class_weight)
+            .fit(std_train, data.train_y) for c in C_GRID]
+    accuracy = [float((r.predict(std_val) == data.val_y).mean()) for r in refs]
+    best = int(np.argmax(accuracy))  # the first best: ties go to the stronger penalty
+    assert f"C={C_GRID[best]:g} chosen on validation accuracy" in note
     with torch.no_grad():
         probs = torch.softmax(head(x), 1).numpy()  # the head reads raw features
-    np.testing.assert_allclose(probs, ref.predict_proba(((x - mean) / std).numpy()), atol=1e-4)
+    np.testing.assert_allclose(probs, refs[best].predict_proba(std_train), atol=2e-3)
 
 
 def test_sklearn_leaves_classes_without_examples_unpredicted():
     head = nn.Linear(6, 4)  # class 3 never occurs in training
     batches = _feature_batches(3)
-    fit_linear(head, torch.stack(batches.encoded).numpy(), batches.labels.numpy())
+    fit_linear(head, SolveData(torch.stack(batches.encoded).numpy(), batches.labels,
+                               torch.stack(batches.encoded).numpy(), batches.labels))
     with torch.no_grad():
         preds = head(torch.stack(_feature_batches(3).encoded)).argmax(1)
     assert (preds != 3).all() and torch.count_nonzero(head.weight[3]) == 0

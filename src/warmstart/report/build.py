@@ -40,6 +40,30 @@ def best_strategy(rows: list[Row]) -> Row:
     return max(rows, key=key)
 
 
+# "Within a point" of the best: about the standard error of one accuracy on a test split of
+# a few thousand examples, so a cheaper strategy this close is not measurably worse.
+CLOSE_ENOUGH = 0.01
+
+
+def recommendation(rows: list[Row]) -> str:
+    """Which strategy to pick for this data, and why: the best mean test accuracy, and the
+    cheapest strategy (training time) within `CLOSE_ENOUGH` of it when that is another one."""
+    best = best_strategy(rows)
+    acc, secs = best.mean["test_accuracy"], best.mean["train_seconds"]
+    if math.isnan(acc):
+        return "no pick: no run has test metrics"
+    text = f"{best.strategy}: the highest mean test accuracy ({acc:.4f}, {secs:.0f} s training)"
+    close = [r for r in rows if r is not best
+             and r.mean["test_accuracy"] >= acc - CLOSE_ENOUGH
+             and r.mean["train_seconds"] < secs]
+    if not close:
+        return text + "; nothing cheaper comes within a point of it"
+    cheap = min(close, key=lambda r: r.mean["train_seconds"])
+    ratio = secs / max(cheap.mean["train_seconds"], 1e-9)
+    return (text + f"; for {ratio:.1f}x less training time, {cheap.strategy} comes within a "
+            f"point ({cheap.mean['test_accuracy']:.4f}, {cheap.mean['train_seconds']:.0f} s)")
+
+
 def context_of(groups: Groups, cfg: RunConfig) -> dict[str, str]:
     """What was compared, for the top of the reports."""
     first = next(iter(groups.values()))[0][1]
@@ -51,7 +75,9 @@ def context_of(groups: Groups, cfg: RunConfig) -> dict[str, str]:
                 f"{ex.test} test, {len(first.labels)} classes)",
         "strategies": ", ".join(groups),
         "seeds": ", ".join(map(str, seeds)),
-        "training": f"{cfg.train.epochs} epoch(s) max, batch {cfg.train.batch_size}, "
+        "training": (f"{cfg.train.epochs} epoch(s) max" if cfg.train.epochs is not None else
+                     "each strategy's default epochs")
+                    + f", batch {cfg.train.batch_size}, "
                     f"{cfg.optim.schedule} schedule, best epoch by validation "
                     f"{cfg.train.metric}",
         "hardware": f"{first.device} ({first.precision}, {first.threads} threads)",
@@ -114,7 +140,7 @@ def write_reports(out: Path, groups: Groups, cfg: RunConfig, console: Console) -
     """
     rows = summarize(groups)
     best = best_of(rows)
-    context = context_of(groups, cfg)
+    context = {**context_of(groups, cfg), "pick": recommendation(rows)}
     title = f"warmstart compare: {out.name.removeprefix('compare-')}"
 
     atomic_write_text(out / "results.csv", csv_text(rows, best))
@@ -126,6 +152,7 @@ def write_reports(out: Path, groups: Groups, cfg: RunConfig, console: Console) -
     atomic_write_text(out / "report.html",
                       page(title, context, results_table(rows, best), figures))
     console.print(rich_table(rows, best, title))
+    console.print(f"pick: {context['pick']}", highlight=False)
     console.print(f"written: {out / 'results.csv'}, {out / 'report.md'}, {out / 'report.html'}",
                   highlight=False)
     return rows

@@ -15,6 +15,13 @@ from warmstart.strategies import (  # noqa: F401  (each import registers its str
     norm,
     partial,
 )
-from warmstart.strategies.base import STRATEGIES, ParamGroup, Plan, train_mode
+from warmstart.strategies.base import (
+    STRATEGIES,
+    STRATEGY_DEFAULTS,
+    Defaults,
+    ParamGroup,
+    Plan,
+    train_mode,
+)
 
-__all__ = ["STRATEGIES", "ParamGroup", "Plan", "train_mode"]
+__all__ = ["STRATEGIES", "STRATEGY_DEFAULTS", "Defaults", "ParamGroup", "Plan", "train_mode"]

@@ -32,8 +32,23 @@ from warmstart.training.optim import ParamGroup
 # Calibration: given the model, the training batches, the device and the task's loss, the lr
 # scale of each of the plan's groups (in order), measured from data.
 Calibrate = Callable[[nn.Module, Batches, torch.device, LossFn], list[float]]
-# A closed-form fit of the head from its input features (examples x features) and labels.
-Solver = Callable[[np.ndarray, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class SolveData:
+    """What a closed-form solver fits on: the head's input features (examples x features)
+    and labels of the training and validation splits, and the loss weight of each class
+    (`train.class_weights`; None: all equal)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    class_weights: np.ndarray | None = None
+
+
+# A closed-form fit of the head; returns one line for the log saying what it chose.
+Solver = Callable[[SolveData], str]
 
 
 @dataclass
@@ -52,9 +67,10 @@ class Plan:
             checkpoint's optimizer holds the scales); it returns each group's `lr_scale`
             (discriminative learning rates) and must leave the weights unchanged.
         solver: optional closed-form fit used instead of gradient steps (scikit-learn's
-            logistic regression): given the head's input features and the labels of the
-            training split as arrays, it sets the head's weights. Only for plans in which
-            the head alone trains (its inputs are then fixed and computed once).
+            logistic regression): given the head's input features and labels of the
+            training and validation splits as arrays (`SolveData`), it sets the head's
+            weights. Only for plans in which the head alone trains (its inputs are then
+            fixed and computed once).
         adapter: the adapter the plan trains when the strategy transformed the model (LoRA
             wraps it with peft); None: the adapter it was given.
     """
@@ -77,17 +93,35 @@ Strategy = Callable[[Adapter, Any], Plan]
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 
-def register_strategy(name: str, description: str, options: type = NoOptions
+@dataclass(frozen=True)
+class Defaults:
+    """A strategy's own training defaults for one kind of model (`text` or `image`), used
+    where the config leaves `optim.lr` / `train.epochs` null; `why` is printed with them."""
+
+    lr: float | None = None
+    epochs: int | None = None
+    why: str = ""
+
+
+# strategy name -> model kind -> Defaults (filled by `register_strategy`)
+STRATEGY_DEFAULTS: dict[str, dict[str, Defaults]] = {}
+
+
+def register_strategy(name: str, description: str, options: type = NoOptions,
+                      defaults: dict[str, Defaults] | None = None
                       ) -> Callable[[Strategy], Strategy]:
-    """Decorator: register a strategy function and its options dataclass under `name`.
+    """Decorator: register a strategy function, its options dataclass and its defaults.
 
     The options dataclass's fields become the `strategy.*` keys of that strategy (typed,
     documented by their help, listed by `warmstart train --help` and the model card); a
-    strategy without options leaves `options` out.
+    strategy without options leaves `options` out. `defaults` maps a model kind to the
+    learning rate and epochs the strategy wants there (measured: `bench/quality.py`'s
+    sweeps); a kind it leaves out gets the model's learning rate and 2 epochs.
     """
 
     def decorate(fn: Strategy) -> Strategy:
         STRATEGY_OPTIONS.register(name, description)(options)
+        STRATEGY_DEFAULTS[name] = dict(defaults or {})
         return STRATEGIES.register(name, description)(fn)
 
     return decorate

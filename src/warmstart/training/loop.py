@@ -55,6 +55,7 @@ class FitResult:
     best_state: dict[str, torch.Tensor] = field(repr=False)
     lrs: dict[str, float] = field(default_factory=dict)  # peak lr of each strategy group
     stopped_early: bool = False
+    note: str = ""  # one line about how it was fitted (a closed-form solver's choice)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,9 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         f"{session.accumulate} accumulated x {place.world} processes | {session.device} "
         f"{session.precision}"
     )
+    console.print(session.chosen.describe(), highlight=False)
+    if session.adapter.extra.get("pooling_note"):
+        console.print(f"pooling: {session.adapter.extra['pooling_note']}", highlight=False)
     console.print("peak lr per group: " + ", ".join(
         f"{g.name} {session.lr * g.lr_scale:.2e}" for g in plan.groups)
         + (" (the checkpoint's calibrated scales apply)" if plan.calibrate and point else ""),
@@ -167,7 +170,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     observers: list[Any] = []
     if place.is_main:
         observers += [MetricsLog(run_dir / "metrics.jsonl", cfg.log.every),
-                      *log_sinks(cfg.log.to, run_dir, cfg)]
+                      *log_sinks(cfg.log.to, run_dir, session.cfg)]
     if not (quiet or cfg.log.quiet):
         observers.append(ProgressDisplay(console))
     spill_dir = run_dir / "cache"
@@ -177,7 +180,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         if ready.notes:
             console.print(ready.notes, highlight=False)
         if plan.solver is not None:
-            result = solve(ready.model, plan, ready.train, ready.val, session.score)
+            result = solve(ready.model, plan, ready.train, ready.val, session.score,
+                           session.class_weights)
         else:
             with ready.replay:
                 result = fit(ready.model, plan, ready.train, ready.val, session.loss_fn,
@@ -189,6 +193,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
     cache_seconds = ready.seconds
+    if result.note:
+        console.print(result.note, highlight=False)
 
     ready.model.load_state_dict(result.best_state)  # report and save the best epoch
     val_metrics = session.score(model, session.val, full=True)
@@ -229,7 +235,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     )
     if not place.is_main:
         return summary  # the same run, measured here; only the main process writes
-    write_model_card(run_dir, summary, cfg)
+    write_model_card(run_dir, summary, session.cfg)
     atomic_write_json(run_dir / SUMMARY, summary.to_dict())  # last: marks the run finished
     print_summary(summary, Console(quiet=quiet))
     return summary

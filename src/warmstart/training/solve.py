@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import time
 
+import torch
 from torch import nn
 
 from warmstart.data.batches import Batches
-from warmstart.strategies.base import Plan
+from warmstart.strategies.base import Plan, SolveData
 from warmstart.training.cache import head_features
 from warmstart.training.loop import FitResult, Score
 
 
-def solve(model: nn.Module, plan: Plan, train: Batches, val: Batches, score: Score
-          ) -> FitResult:
+def solve(model: nn.Module, plan: Plan, train: Batches, val: Batches, score: Score,
+          class_weights: torch.Tensor | None = None) -> FitResult:
     """Fit the head with `plan.solver` on cached head inputs, then score it once.
 
     Args:
@@ -26,10 +27,12 @@ def solve(model: nn.Module, plan: Plan, train: Batches, val: Batches, score: Sco
         plan: a plan with a `solver`.
         train, val: the cached batches of the training and validation splits.
         score: the validation metrics of the model.
+        class_weights: the loss weight of each class (`train.class_weights`), if any.
     """
     assert plan.solver is not None, "solve() needs a plan with a solver"
     start = time.perf_counter()
-    plan.solver(*head_features(train))
+    weights = None if class_weights is None else class_weights.cpu().numpy()
+    note = plan.solver(SolveData(*head_features(train), *head_features(val), weights))
     seconds = time.perf_counter() - start
     metrics = score(model, val)
     row = {"epoch": 1, "step": 0, "train_loss": float("nan"),
@@ -38,4 +41,4 @@ def solve(model: nn.Module, plan: Plan, train: Batches, val: Batches, score: Sco
     # No optimizer ran: every group's learning rate was 0.
     return FitResult(best_epoch=1, best_metrics=metrics, history=[row], steps=0,
                      train_seconds=seconds, train_samples=train.num_examples, best_state=state,
-                     lrs={g.name: 0.0 for g in plan.groups})
+                     lrs={g.name: 0.0 for g in plan.groups}, note=note)
