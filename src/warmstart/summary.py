@@ -66,7 +66,8 @@ class LearningRates:
     """The learning rates the run trained with."""
 
     base: float
-    """`optim.lr` as resolved for this run (after any batch-size scaling)."""
+    """The base learning rate: `optim.lr`, else the strategy's default for the model kind,
+    else the model's."""
     groups: dict[str, float]
     """Peak learning rate of each strategy parameter group, by group name (0 for groups a
     closed-form solver fits)."""
