@@ -65,6 +65,9 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
         ("head", 10, ["1e-3", "3e-3", "1e-2", "3e-2"]), ("lora", 3, ["3e-4", "1e-3", "3e-3"]),
         ("partial", 3, ["5e-5", "1e-4", "3e-4"]), ("bitfit", 3, ["3e-4", "1e-3", "3e-3"]),
     ) for lr in lrs]),
+    # partial on the full TREC training set, around its default (k=2, 3e-4, 3 epochs).
+    "trec-partial": (TREC, ["partial:train.epochs=3:optim.lr=1e-4",
+                            "partial:train.epochs=5", "partial:train.epochs=3:k=3"]),
     # Past the edge of sweep-text where its best value sat at the top of the range.
     "sweep-text-edge": (TREC_2K, [f"{s}:optim.lr={lr}:train.epochs=3" for s, lrs in (
         ("lora", ["1e-2"]), ("partial", ["1e-3"]), ("full", ["5e-5", "1e-4"]),

@@ -17,7 +17,8 @@ from warmstart.errors import WarmstartError
 from warmstart.models import build_model, load_adapter
 from warmstart.models.pooling import PooledClassifier, from_layout, pool, usage
 
-TEXTS = ["a short one", "a much longer sentence with many more words in it", "mid size text"]
+TEXTS = ["a short one", "a much longer sentence with many more words in it", "mid size text",
+         "a text longer than the run's max_length of 12 tokens, which truncates it"]
 
 
 def _logits(adapter, texts=TEXTS):
@@ -92,6 +93,7 @@ def test_a_pooled_run_reloads_with_its_pooling(tmp_path, strategy):
     out = tmp_path / "runs"
     assert main(["train", "--quiet", "model.name=tiny-bert", "model.pooling=mean",
                  f"data.name={data}", "train.epochs=2", "train.batch_size=8", "optim.lr=1e-2",
+                 "model.max_length=12",
                  f"strategy.name={strategy}", f"output.dir={out}", "output.name=r"]) == 0
     run = out / "r"
     reloaded, labels = load_adapter(run / "model")
@@ -107,5 +109,6 @@ def test_a_pooled_run_reloads_with_its_pooling(tmp_path, strategy):
         card = (run / "README.md").read_text()
         assert "## Loading without warmstart" in card
         scope = {"d": str(run / "model"), "texts": TEXTS}
-        exec(usage(reloaded.module.pooling), scope)  # the code the card shows
+        exec(usage(reloaded.module.pooling, 12), scope)  # the code the card shows
+        assert usage(reloaded.module.pooling, 12) in card
         torch.testing.assert_close(scope["logits"].detach(), before, atol=1e-5, rtol=1e-4)

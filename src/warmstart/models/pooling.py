@@ -174,8 +174,9 @@ def load_head(model: PooledClassifier, directory: Path) -> None:
     model.classifier.load_state_dict(load_file(str(directory / HEAD_FILE)))
 
 
-def usage(pooling: Pooling) -> str:
-    """How a transformers user computes the same logits from a saved model (for the card)."""
+def usage(pooling: Pooling, max_length: int) -> str:
+    """How a transformers user computes the same logits from a saved model (for the card);
+    `max_length` is the truncation the model was trained and predicts with."""
     mean = ("m = enc['attention_mask'].unsqueeze(-1)\n"
             "v = (h * m).sum(1) / m.sum(1)  # mean over real tokens\n")
     vector = {"mean": mean, "cls": "v = h[:, 0]\n",
@@ -189,6 +190,7 @@ def usage(pooling: Pooling) -> str:
             "from transformers import AutoModel, AutoTokenizer\n"
             "tok, model = AutoTokenizer.from_pretrained(d), AutoModel.from_pretrained(d)\n"
             f"head = load_file(f'{{d}}/{HEAD_FILE}')\n"
-            "enc = tok(texts, padding=True, truncation=True, return_tensors='pt')\n"
+            f"enc = tok(texts, padding=True, truncation=True, max_length={max_length}, "
+            "return_tensors='pt')\n"
             "h = model(**enc).last_hidden_state\n" + vector + norm +
             "logits = v @ head['weight'].T + head['bias']  # labels: model.config.id2label\n")

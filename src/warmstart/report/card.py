@@ -173,12 +173,12 @@ def _loading_section(run_dir: Path) -> list[str]:
     if meta.get("kind") != "text" or mode in (None, "pooler") or "peft" in meta:
         return []
     how = Pooling(mode, bool(meta.get("normalize")))
+    pooled = f"{mode}-pooled" + (" and L2-normalised" if how.normalize else "")
     return ["## Loading without warmstart", "",
-            f"The head reads the {how.describe().removesuffix(' (model.pooling)')} of the "
-            "base model's token vectors. `model/` holds the base model "
-            "(`AutoModel.from_pretrained`; also a sentence-transformers layout) and the head "
-            f"in `{HEAD_FILE}`; with `d` that folder:", "",
-            "```python", usage(how).rstrip(), "```"]
+            f"The head reads the base model's token vectors, {pooled}. `model/` holds the "
+            "base model (`AutoModel.from_pretrained`; also a sentence-transformers layout) and "
+            f"the head in `{HEAD_FILE}`; with `d` that folder:", "",
+            "```python", usage(how, meta["max_length"]).rstrip(), "```"]
 
 
 def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
