@@ -68,6 +68,8 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
     # partial on the full TREC training set, around its default (k=2, 3e-4, 3 epochs).
     "trec-partial": (TREC, ["partial:train.epochs=3:optim.lr=1e-4",
                             "partial:train.epochs=5", "partial:train.epochs=3:k=3"]),
+    # Full fine-tuning on banking77 (77 classes) read through BERT's pooler instead.
+    "banking77-pooler": (BANKING, ["full:train.epochs=3:model.pooling=pooler"]),
     # Past the edge of sweep-text where its best value sat at the top of the range.
     "sweep-text-edge": (TREC_2K, [f"{s}:optim.lr={lr}:train.epochs=3" for s, lrs in (
         ("lora", ["1e-2"]), ("partial", ["1e-3"]), ("full", ["5e-5", "1e-4"]),
