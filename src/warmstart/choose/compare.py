@@ -201,6 +201,12 @@ def compare_dir_of(cfg: RunConfig, name: str | None) -> Path:
     return Path(cfg.output.dir) / f"compare-{re.sub(r'[^A-Za-z0-9._+-]+', '_', name)}"
 
 
+def shared_config(base: dict[str, Any]) -> RunConfig:
+    """The base config tree every run starts from, typed (other strategies' options in it
+    are dropped: each strategy takes only its own)."""
+    return build_config(own_options_only(base))
+
+
 def plan_runs(config: str | None, overrides: list[str], specs: list[StrategySpec],
               seeds: list[int], out: Path, *, overwrite: bool = False) -> list[PlannedRun]:
     """Resolve every run's config before any training, so a bad spec fails in seconds.
@@ -212,7 +218,7 @@ def plan_runs(config: str | None, overrides: list[str], specs: list[StrategySpec
     one complete round.
     """
     base = with_overrides(read_tree(config), overrides)
-    base_cfg = build_config(own_options_only(base))
+    base_cfg = shared_config(base)
     # One split for every strategy and seed: the spread over seeds is then the training's
     # own (initialisation, order, dropout), not the luck of the split.
     split = (base_cfg.data.split_seed if base_cfg.data.split_seed is not None
@@ -375,7 +381,7 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
         if twice:
             raise WarmstartError(f"--strategies lists {twice[0]!r} twice (same {field}); "
                                  "list each strategy once")
-    base = build_config(own_options_only(with_overrides(read_tree(config), overrides)))
+    base = shared_config(with_overrides(read_tree(config), overrides))
     out = compare_dir_of(base, name)
     runs = plan_runs(config, overrides, specs, parse_seeds(seeds, base.train.seed), out,
                      overwrite=overwrite)

@@ -53,10 +53,6 @@ def _saved(run_dir: Path) -> dict[str, Any]:
     return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
 
 
-def _kind(run_dir: Path) -> str:
-    return _saved(run_dir).get("kind", "inputs")
-
-
 def _metrics_table(summary: RunSummary) -> str:
     all_splits: tuple[Split, ...] = ("train", "validation", "test")
     splits = [s for s in all_splits if summary.metrics(s)]
@@ -165,10 +161,10 @@ def _use_section(run_dir: Path, summary: RunSummary, kind: str) -> list[str]:
     ]
 
 
-def _loading_section(run_dir: Path) -> list[str]:
-    """How to compute the same logits with transformers alone, for a model whose head sits
-    on a pooling of its own (`models/pooling.py`); nothing for the other layouts."""
-    meta = _saved(run_dir)
+def _loading_section(meta: dict[str, Any]) -> list[str]:
+    """How to compute the same logits with transformers alone, for a saved model (`meta`:
+    its warmstart_model.json) whose head sits on a pooling of its own (`models/pooling.py`);
+    nothing for the other layouts."""
     mode = meta.get("pooling")
     if meta.get("kind") != "text" or mode in (None, "pooler") or "peft" in meta:
         return []
@@ -183,7 +179,8 @@ def _loading_section(run_dir: Path) -> list[str]:
 
 def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
     """The card's Markdown text (with a small YAML header, as model hubs expect)."""
-    kind = _kind(run_dir)
+    meta = _saved(run_dir)
+    kind = meta.get("kind", "inputs")
     task = {"text": "text-classification", "image": "image-classification"}.get(kind)
     sections = [
         ["---", f"tags: [warmstart{', ' + task if task else ''}]", "metrics: [accuracy, f1]",
@@ -196,7 +193,7 @@ def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
         _metrics_section(summary),
         _training_section(run_dir, summary),
         _use_section(run_dir, summary, kind),
-        _loading_section(run_dir),
+        _loading_section(meta),
         ["## Limitations", "", *[f"- {x}" for x in _limitations(summary, cfg, kind)]],
     ]
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"

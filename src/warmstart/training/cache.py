@@ -1,6 +1,7 @@
 """Compute what frozen layers produce once, then train on it for every epoch.
 
-Two caches, one mechanism (a hook records a module's tensors on one pass of the data):
+Two caches, one mechanism (a hook records a module's tensors on one pass of the data:
+`record.py`):
 
 - **head inputs**: a plan in which only the classifier ever trains (`features`, `head`; seen
   from the plan's groups, `head_only`) records the classifier's input per example; the
@@ -45,7 +46,7 @@ from warmstart.data.rows import DiskRows
 from warmstart.models.base import Adapter, LayerGroup, logits_of
 from warmstart.strategies.base import Plan
 from warmstart.tensors import move
-from warmstart.training.distributed import current, gather_all
+from warmstart.training.record import first_tensor, pad_rows, record, split_rows
 
 PREFIX_KEY = "prefix"  # the batch key that carries a frozen prefix's recorded output
 
@@ -59,66 +60,6 @@ class HeadOnly(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)
-
-
-class _Stop(Exception):
-    """Raised by a recording hook: nothing after the recorded module needs to run."""
-
-
-def _first_tensor(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-@torch.inference_mode()
-def record(model: nn.Module, module: nn.Module, batches: Batches, device: torch.device, *,
-           inputs: bool, per_token: bool = False, store: DiskRows | None = None
-           ) -> Sequence[torch.Tensor]:
-    """What `module` receives (`inputs`) or returns, per example of `batches`, in example order.
-
-    The model runs in eval mode and stops right after `module`. With `per_token`, each
-    example keeps only the rows of its real tokens (`attention_mask`), so padding costs no
-    memory and a batch of any padded length can be rebuilt (`_pad_rows`). Under data
-    parallelism each process records its share once and the shares are gathered. With a
-    `store` (one process only), rows go to its file as they come, never all in memory.
-    """
-    captured: list[torch.Tensor] = []
-
-    def keep(tensor: torch.Tensor) -> None:
-        captured.append(tensor.detach())
-        raise _Stop
-
-    if inputs:
-        hook = module.register_forward_pre_hook(lambda _m, args: keep(args[0]))
-    else:
-        hook = module.register_forward_hook(lambda _m, _a, out: keep(_first_tensor(out)))
-    was_training = model.training
-    model.eval()
-    parts: list[tuple[np.ndarray, list[torch.Tensor]]] = []
-    try:
-        for ids, batch in batches.epoch():
-            batch.pop("labels")
-            captured.clear()
-            with contextlib.suppress(_Stop):
-                model(**move(batch, device))
-            out = captured[0].cpu()
-            rows = _split_rows(out, batch["attention_mask"] if per_token else None)
-            if store is not None:
-                for i, row in zip(ids, rows):
-                    store.put(i, row)
-            else:
-                parts.append((ids, rows))
-    finally:
-        hook.remove()
-        model.train(was_training)
-    if store is not None:
-        return store
-    if batches.world > 1:
-        parts = [p for rank in gather_all(current(), parts) for p in rank]
-    result: list[torch.Tensor | None] = [None] * batches.num_examples
-    for ids, rows in parts:
-        for i, row in zip(ids, rows):
-            result[i] = row
-    return result  # type: ignore[return-value]
 
 
 def _stack(items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -157,25 +98,6 @@ def frozen_prefix(adapter: Adapter, plan: Plan) -> list[LayerGroup]:
             break
         prefix.append(group)
     return prefix
-
-
-def _split_rows(out: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
-    """A batch's output as one row per example; with a `mask`, only its real tokens."""
-    if mask is None:
-        return [row.clone() for row in out]
-    return [out[i][m.bool()].clone() for i, m in enumerate(mask)]
-
-
-def _pad_rows(rows: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
-    """Rebuild a batch's prefix output: each example's rows go back to its real-token
-    positions (either padding side); padded positions get zeros, which the attention mask
-    hides from every real token exactly as it hid the frozen layers' padding outputs."""
-    if mask is None:
-        return torch.stack(rows)
-    out = rows[0].new_zeros((*mask.shape, *rows[0].shape[1:]))
-    for i, row in enumerate(rows):
-        out[i][mask[i].bool()] = row
-    return out
 
 
 @dataclass
@@ -263,7 +185,7 @@ def _with_rows(batches: Batches, rows: Sequence[torch.Tensor], per_token: bool) 
     def collate_rows(items: list[tuple[Any, torch.Tensor]]) -> dict[str, torch.Tensor]:
         batch = collate([encoded for encoded, _ in items])
         mask = batch["attention_mask"] if per_token else None
-        batch[PREFIX_KEY] = _pad_rows([row for _, row in items], mask)
+        batch[PREFIX_KEY] = pad_rows([row for _, row in items], mask)
         return batch
 
     lengths = batches.lengths.tolist() if batches.lengths is not None else None
@@ -296,11 +218,11 @@ def _probe(model: nn.Module, modules: list[nn.Module], batches: Batches,
         forms = [_output_form(outputs.get(id(m))) for m in modules]
         if any(f is None for f in forms):
             return "a frozen module returns more than one tensor"
-        last = _first_tensor(outputs[id(modules[-1])])
+        last = first_tensor(outputs[id(modules[-1])])
         unit = tuple(last.shape[2:] if per_token else last.shape[1:])
         mask = batch.get("attention_mask") if per_token else None
         if mask is not None:  # the round trip training will make: trimmed, then padded
-            last = _pad_rows(_split_rows(last, mask), mask)
+            last = pad_rows(split_rows(last, mask), mask)
         replay = Replay(model, modules, forms)  # type: ignore[arg-type]
         with torch.inference_mode(), replay.active():
             replayed = logits_of(model(**batch, **{PREFIX_KEY: last})).float()
