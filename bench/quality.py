@@ -74,6 +74,11 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
     "sweep-text-edge": (TREC_2K, [f"{s}:optim.lr={lr}:train.epochs=3" for s, lrs in (
         ("lora", ["1e-2"]), ("partial", ["1e-3"]), ("full", ["5e-5", "1e-4"]),
     ) for lr in lrs]),
+    # The new head's own lr (optim.head_lr) in the strategies that train the backbone too,
+    # where banking77's 77 classes left full/lora/partial under-trained at one shared lr.
+    "sweep-head-lr": (BANKING, [f"{s}:train.epochs=3:optim.head_lr={lr}" for s, lrs in (
+        ("full", ["1e-3", "3e-3", "1e-2"]), ("partial", ["3e-3"]),
+    ) for lr in lrs]),
     "sweep-image": (DIGITS, [f"{s}:optim.lr={lr}:train.epochs={ep}" for s, ep, lrs in (
         ("head", 10, ["1e-3", "1e-2", "3e-2"]), ("lora", 3, ["1e-3", "3e-3"]),
         ("bitfit", 3, ["1e-3", "1e-2"]), ("norm", 3, ["1e-3", "1e-2"]),

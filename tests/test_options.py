@@ -140,10 +140,31 @@ def test_each_strategys_declared_defaults_apply_and_yield_to_the_config(name, ki
     if declared and declared.lr:
         assert chosen.lr_from.startswith(f"{name}'s default for {kind} models")
         assert declared.why, f"{name} declares a {kind} default without saying why"
+    assert chosen.head_lr == (declared.head_lr if declared else None)
     given = choose(load_config(None, [f"strategy.name={name}", "optim.lr=0.123",
                                       "train.epochs=3"]), kind, model_lr=7e-4)
     assert (given.lr, given.lr_from, given.epochs, given.epochs_from) == (
         0.123, "optim.lr", 3, "train.epochs")
+    assert given.head_lr is None  # the user's optim.lr applies to the whole model
+    head = choose(load_config(None, [f"strategy.name={name}", "optim.head_lr=0.5"]), kind,
+                  model_lr=7e-4)
+    assert (head.head_lr, head.head_lr_from) == (0.5, "optim.head_lr")
+
+
+def test_the_head_trains_at_its_own_lr_and_the_summary_records_it(tmp_path):
+    from conftest import make_rows, write_csv
+
+    from warmstart.cli import main
+    from warmstart.summary import read_summary
+
+    data = write_csv(tmp_path / "d.csv", make_rows(12))
+    assert main(["train", "model.name=tiny-bert", "strategy.name=full", f"data.name={data}",
+                 "optim.lr=1e-4", "optim.head_lr=3e-3", "train.epochs=1",
+                 f"output.dir={tmp_path}", "output.name=r", "log.quiet=true"]) == 0
+    rates = read_summary(tmp_path / "r").lr
+    assert rates.base == 1e-4
+    assert rates.groups["head"] == pytest.approx(3e-3)
+    assert all(v == pytest.approx(1e-4) for k, v in rates.groups.items() if k != "head")
 
 
 def test_a_run_uses_and_reports_its_strategys_defaults(tmp_path, capsys):

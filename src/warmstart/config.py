@@ -111,6 +111,11 @@ class OptimConfig:
         "probe or LoRA wants larger steps than full fine-tuning; `warmstart train` prints the "
         "value and its reason), else the model's (5e-5 for transformers, 1e-3 for small CNNs)"
     )
+    head_lr: float | None = _f(
+        None, "peak learning rate of the new head; null = the strategy's default (strategies "
+        "that also train the backbone give the randomly initialised head larger steps than "
+        "the pretrained weights), else optim.lr"
+    )
     weight_decay: float = _f(
         0.01, "decoupled (AdamW) weight decay on weights; biases and norms never decay. 0.01 is "
         "the BERT fine-tuning default"
@@ -265,6 +270,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     check(cfg.regularize.l1 >= 0, "regularize.l1", "must be >= 0")
     check(cfg.regularize.l2sp >= 0, "regularize.l2sp", "must be >= 0")
     check(cfg.optim.lr is None or cfg.optim.lr > 0, "optim.lr", "must be > 0")
+    check(cfg.optim.head_lr is None or cfg.optim.head_lr > 0, "optim.head_lr", "must be > 0")
     check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     check(len(cfg.optim.betas) == 2 and all(0 <= b < 1 for b in cfg.optim.betas),
            "optim.betas", "must be two numbers in [0, 1)")

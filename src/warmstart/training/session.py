@@ -51,9 +51,14 @@ class Chosen:
     lr_from: str
     epochs: int
     epochs_from: str
+    head_lr: float | None = None
+    head_lr_from: str = ""
 
     def describe(self) -> str:
-        return f"lr {self.lr:g} ({self.lr_from}) | epochs {self.epochs} ({self.epochs_from})"
+        head = (f" | head lr {self.head_lr:g} ({self.head_lr_from})"
+                if self.head_lr is not None else "")
+        return (f"lr {self.lr:g} ({self.lr_from}){head} | epochs {self.epochs} "
+                f"({self.epochs_from})")
 
 
 def choose(cfg: RunConfig, kind: str, model_lr: float) -> Chosen:
@@ -74,7 +79,13 @@ def choose(cfg: RunConfig, kind: str, model_lr: float) -> Chosen:
         epochs, epochs_from = mine.epochs, f"{name}'s default for {kind} models"
     else:
         epochs, epochs_from = EPOCHS, "the default"
-    return Chosen(lr, lr_from, epochs, epochs_from)
+    head_lr, head_lr_from = None, ""
+    if cfg.optim.head_lr is not None:
+        head_lr, head_lr_from = cfg.optim.head_lr, "optim.head_lr"
+    elif cfg.optim.lr is None and mine is not None and mine.head_lr is not None:
+        # A user's optim.lr applies to the whole model unless they also set optim.head_lr.
+        head_lr, head_lr_from = mine.head_lr, f"{name}'s default for {kind} models"
+    return Chosen(lr, lr_from, epochs, epochs_from, head_lr, head_lr_from)
 
 
 @dataclass
@@ -165,7 +176,7 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     chosen = choose(cfg, adapter.kind, adapter.default_lr)
     lr = chosen.lr
     cfg = dataclasses.replace(
-        cfg, optim=dataclasses.replace(cfg.optim, lr=chosen.lr),
+        cfg, optim=dataclasses.replace(cfg.optim, lr=chosen.lr, head_lr=chosen.head_lr),
         train=dataclasses.replace(cfg.train, epochs=chosen.epochs))
     weights = class_weights_for(cfg, data.train.labels, len(data.label_names))
     # Anchored to the pretrained weights, before any checkpoint is loaded.
@@ -177,6 +188,8 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     if plan.calibrate is not None and resume is None:
         # Measured with the task's plain loss: how much the new task asks of each group.
         plan = plan.with_scales(plan.calibrate(adapter.module, train, device, make_loss()))
+    if chosen.head_lr is not None:
+        plan = plan.with_head_scale(chosen.head_lr / lr)
     return Session(
         cfg=cfg, place=place, device=device, precision=precision, data=data, adapter=adapter,
         plan=plan, lr=lr, chosen=chosen, loss_fn=loss_fn, train=train,
