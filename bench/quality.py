@@ -97,14 +97,17 @@ def spec_overrides(spec: str) -> tuple[str, list[str]]:
     return name, out
 
 
-def done_keys() -> dict[str, dict[str, str]]:
-    if not RUNS_CSV.is_file():
+def done_keys(path: Path = RUNS_CSV) -> dict[str, dict[str, str]]:
+    """The rows already measured in `path`, by key."""
+    if not path.is_file():
         return {}
-    with RUNS_CSV.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8") as f:
         return {row["key"]: row for row in csv.DictReader(f)}
 
 
-def run_one(part: str, base: list[str], spec: str, seed: int) -> dict[str, str]:
+def train_summary(base: list[str], spec: str, seed: int) -> tuple[dict, float, float]:
+    """Run `warmstart train` on `base` with strategy `spec` and `seed` in its own process;
+    return its summary.json, the wall seconds and the 1-minute load average before it."""
     name, extra = spec_overrides(spec)
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-m", "warmstart", "train", "--quiet", *base,
@@ -117,6 +120,11 @@ def run_one(part: str, base: list[str], spec: str, seed: int) -> dict[str, str]:
         if done.returncode != 0:
             raise SystemExit(f"{spec} seed {seed} failed: {done.stderr.strip()[-500:]}")
         s = json.loads((Path(tmp) / "run" / "summary.json").read_text(encoding="utf-8"))
+    return s, wall, load
+
+
+def run_one(part: str, base: list[str], spec: str, seed: int) -> dict[str, str]:
+    s, wall, load = train_summary(base, spec, seed)
     data = next(o for o in base if o.startswith("data.name=")).split("=", 1)[1]
     model = next(o for o in base if o.startswith("model.name=")).split("=", 1)[1]
     return {"key": f"{part}|{spec}|{seed}", "part": part, "data": Path(data).stem
@@ -131,11 +139,12 @@ def run_one(part: str, base: list[str], spec: str, seed: int) -> dict[str, str]:
             "load_before": f"{load:.2f}", "when": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def append(row: dict[str, str]) -> None:
+def append(row: dict[str, str], path: Path = RUNS_CSV, fields: list[str] = FIELDS) -> None:
+    """Add one measured row to `path` (with a header when the file is new)."""
     RESULTS.mkdir(exist_ok=True)
-    new = not RUNS_CSV.is_file()
-    with RUNS_CSV.open("a", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+    new = not path.is_file()
+    with path.open("a", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
         writer.writerow(row)

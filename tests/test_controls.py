@@ -23,12 +23,13 @@ from warmstart.config import OptimConfig, TrainConfig, load_config
 from warmstart.data.batches import Batches
 from warmstart.strategies.base import Plan
 from warmstart.summary import read_summary
+from warmstart.tasks import Classification
 from warmstart.training.evaluate import evaluate
 from warmstart.training.loop import FitSettings, fit, should_stop
 from warmstart.training.loss import make_loss
 from warmstart.training.optim import SCHEDULES, ParamGroup, make_schedule
 from warmstart.training.run import train
-from warmstart.training.session import class_weights_for, resolve_precision
+from warmstart.training.session import resolve_precision
 
 TESTS = Path(__file__).resolve().parent
 
@@ -90,15 +91,15 @@ def _batches(bs, shuffle=True, n=48, accumulate=1):
 
 
 def _score(model, batches):
-    return evaluate(model, batches, torch.device("cpu"), ["a", "b", "c"])
+    return evaluate(model, batches, torch.device("cpu"), Classification(["a", "b", "c"]))
 
 
 def _run(model, train_b, val_b=None, *, optim=None, lr=1e-3, loss_fn=None, score=_score,
          precision="fp32", **train_kw):
     """`fit` with every parameter in one group, on the CPU."""
     plan = Plan([ParamGroup("all", list(model.parameters()))])
-    settings = FitSettings(optim or OptimConfig(), TrainConfig(**{"epochs": 1, **train_kw}), lr,
-                           torch.device("cpu"), precision)
+    train = TrainConfig(**{"epochs": 1, "metric": "accuracy", **train_kw})
+    settings = FitSettings(optim or OptimConfig(), train, lr, torch.device("cpu"), precision)
     return fit(model, plan, train_b, val_b or _batches(16, shuffle=False),
                loss_fn or make_loss(), score, settings)
 
@@ -185,15 +186,15 @@ def test_bf16_autocast_runs_on_cpu():
 
 
 def test_class_weights_balanced_and_given():
-    cfg = load_config(None, ["train.class_weights=balanced"])
+    task = Classification(["a", "b"])
     labels = np.array([0, 0, 0, 1])
-    w = class_weights_for(cfg, labels, 2)
+    w = task.class_weights(labels, load_config(None, ["train.class_weights=balanced"])
+                           .train.class_weights)
     assert w.tolist() == pytest.approx([4 / 6, 2.0])  # n / (k * count)
-    assert class_weights_for(load_config(None, []), labels, 2) is None
-    given = load_config(None, ["train.class_weights=1,3"])
-    assert class_weights_for(given, labels, 2).tolist() == [1.0, 3.0]
+    assert task.class_weights(labels, load_config(None, []).train.class_weights) is None
+    assert task.class_weights(labels, [1.0, 3.0]).tolist() == [1.0, 3.0]
     with pytest.raises(Exception, match="train.class_weights"):
-        class_weights_for(load_config(None, ["train.class_weights=1,2,3"]), labels, 2)
+        task.class_weights(labels, [1.0, 2.0, 3.0])
 
 
 def test_class_weights_change_the_training():

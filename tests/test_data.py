@@ -92,7 +92,8 @@ def test_rows_without_text_or_label_are_dropped_and_counted(tmp_path):
     )
     data = task(path)
     assert len(data.train) + len(data.validation) + len(data.test) == 40
-    assert "2 rows without text or label dropped" in data.source
+    assert "1 rows without text dropped" in data.source
+    assert "1 rows without a label dropped" in data.source
 
 
 def test_integer_labels_with_gaps_read_as_integers(tmp_path):

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                     "warmstart.files", "warmstart.tensors", "warmstart.summary",
                     "warmstart.version"]),
     ("config", ["warmstart.options", "warmstart.config"]),
+    ("tasks", ["warmstart.tasks"]),
     ("inputs", ["warmstart.data", "warmstart.models"]),
     # What a strategy's plan is made of (parameter groups, the loss type) and the parts of
     # training that know nothing of strategies.

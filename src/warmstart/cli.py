@@ -59,23 +59,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     text = json.dumps(metrics, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
-    print(f"accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}  "
-          f"precision_macro {metrics['precision_macro']:.4f}  "
-          f"recall_macro {metrics['recall_macro']:.4f}  loss {metrics['loss']:.4f}")
+    print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     return 0
 
 
 def _write_predictions(rows: list[dict[str, Any]], inputs: list[Any], output: str | None) -> None:
+    """JSON lines (stdout, or any other extension), or a CSV/TSV table with one column per
+    field: the input (and its pair), the label / labels (joined by ;) / score, and p_<label>."""
     fmt = "csv" if output and output.endswith((".csv", ".tsv")) else "json"
     if fmt == "json":
-        text = "\n".join(json.dumps({"input": str(x), **r}) for x, r in zip(inputs, rows)) + "\n"
+        text = "\n".join(json.dumps({"input": list(x) if isinstance(x, tuple) else str(x), **r})
+                         for x, r in zip(inputs, rows)) + "\n"
     else:
         buf = io.StringIO()
-        labels = list(rows[0]["probabilities"]) if rows else []
+        labels = list(rows[0].get("probabilities", {})) if rows else []
+        fields = [k for k in (rows[0] if rows else {}) if k != "probabilities"]
+        pairs = bool(inputs) and isinstance(inputs[0], tuple)
         writer = csv.writer(buf, delimiter="\t" if output.endswith(".tsv") else ",")
-        writer.writerow(["input", "label", *[f"p_{name}" for name in labels]])
+        writer.writerow(["input", *(["input_pair"] if pairs else []), *fields,
+                         *[f"p_{name}" for name in labels]])
         for x, r in zip(inputs, rows):
-            writer.writerow([x, r["label"], *[f"{r['probabilities'][n]:.6f}" for n in labels]])
+            values = [";".join(v) if isinstance(v, list) else v for v in (r[k] for k in fields)]
+            writer.writerow([*(x if pairs else [x]), *values,
+                             *[f"{r['probabilities'][n]:.6f}" for n in labels]])
         text = buf.getvalue()
     if output:
         Path(output).write_text(text, encoding="utf-8")
@@ -88,12 +94,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if bool(args.text) == bool(args.input):
         raise WarmstartError("give either --text \"...\" (repeatable) or --input FILE")
+    if args.text_pair and len(args.text_pair) != len(args.text or []):
+        raise WarmstartError(f"{len(args.text_pair)} --text-pair for {len(args.text or [])} "
+                             "--text; give one --text-pair after each --text")
     if args.text:
-        inputs = args.text
+        inputs = list(zip(args.text, args.text_pair)) if args.text_pair else args.text
     else:
-        from warmstart.data.readers import read_column
+        from warmstart.ship.predict import read_inputs
 
-        inputs = read_column(args.input, args.column)
+        inputs = read_inputs(args.run, args.input, args.column, args.pair_column)
     _write_predictions(predict(args.run, inputs), inputs, args.output)
     return 0
 
@@ -192,7 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--text", action="append", help="an input text (repeatable)")
     p.add_argument("--input", help="a CSV/TSV/JSONL/Parquet file of inputs")
-    p.add_argument("--column", default="text", help="input column of --input (default: text)")
+    p.add_argument("--text-pair", action="append",
+                   help="the second text of the pair begun by the --text before it (models "
+                        "trained with data.text_pair_column)")
+    p.add_argument("--column", default=None,
+                   help="input column of --input (default: the run's data.text_column)")
+    p.add_argument("--pair-column", default=None,
+                   help="pair column of --input (default: the run's data.text_pair_column)")
     p.add_argument("--output", help="write here (.csv/.tsv or .json lines); default: stdout JSON")
     p.set_defaults(func=cmd_predict)
 

@@ -72,7 +72,17 @@ class DataConfig:
     validation: str | None = _f(None, "explicit validation file/folder (else split from `name`)")
     test: str | None = _f(None, "explicit test file/folder (else split from `name`)")
     text_column: str = _f("text", "column holding the input text")
-    label_column: str = _f("label", "column holding the class label")
+    text_pair_column: str | None = _f(
+        None, "column holding a second text per example (paraphrase, entailment, question-"
+        "answer): the model reads the two as a pair; null = single texts"
+    )
+    label_column: str = _f(
+        "label", "column holding the label: a class name, several names joined by "
+        "data.label_separator (multilabel), or a number (regression)"
+    )
+    label_separator: str = _f(
+        ";", "joins several labels in one cell (multilabel); a blank cell means no label"
+    )
     val_fraction: float = _f(
         0.1, "share of the examples held out for validation when no validation file is given"
     )
@@ -85,6 +95,21 @@ class DataConfig:
     split_seed: int | None = _f(
         None, "seed of the train/validation/test split; null = train.seed (set it to keep one "
         "split while varying train.seed, as `warmstart compare --seeds` does)"
+    )
+
+
+@dataclass
+class TaskConfig:
+    """What is predicted: one class, several labels, or a number."""
+
+    type: Literal["auto", "classification", "multilabel", "regression"] = _f(
+        "auto", "auto = read from the labels (cells joined by data.label_separator: "
+        "multilabel; numbers with decimals: regression; else classification), printed with "
+        "the reason"
+    )
+    thresholds: Literal["global", "per_label"] = _f(
+        "global", "multilabel: tune one decision threshold for all labels, or one per label, "
+        "on the validation split (saved with the model)"
     )
 
 
@@ -159,8 +184,10 @@ class TrainConfig:
     batch_size: int = _f(16, "examples per optimizer step")
     eval_batch_size: int = _f(64, "examples per evaluation batch (no gradients, so larger)")
     seed: int = _f(0, "drives the split, data order, new-head initialisation and dropout")
-    metric: Literal["accuracy", "f1_macro", "loss"] = _f(
-        "accuracy", "validation metric that picks the best epoch (its weights are kept)"
+    metric: str = _f(
+        "auto", "validation metric that picks the best epoch (its weights are kept); auto = "
+        "the task's own: accuracy (classification), f1_macro (multilabel), spearman "
+        "(regression); any metric the task reports, e.g. f1_macro, loss, pearson, mse"
     )
     device: str = _f("auto", "`auto` (cuda if present, else cpu), `cpu`, `cuda`, `cuda:1`")
     threads: int | None = _f(None, "CPU threads for torch; null = torch's default")
@@ -240,6 +267,7 @@ class RunConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     regularize: RegularizeConfig = field(default_factory=RegularizeConfig)

@@ -98,7 +98,7 @@ class RunSummary:
     strategy: str
     """`strategy.name`."""
     labels: list[str]
-    """Class names, in the order of the model's outputs."""
+    """Names of the model's outputs in order: the classes or labels (regression: one)."""
     examples: ExampleCounts
     """Examples per split."""
     best_epoch: int
@@ -149,6 +149,11 @@ class RunSummary:
     """`train.seed`."""
     versions: Versions
     """warmstart, torch and Python versions."""
+    task: str = "classification"
+    """The task type: classification, multilabel or regression."""
+    metric: str = "accuracy"
+    """The validation metric that picked the best epoch (`train.metric` as resolved), also
+    the headline of tables and charts."""
     version: int = SUMMARY_VERSION
     """Format version of this summary (`SUMMARY_VERSION` when written)."""
 
@@ -161,6 +166,11 @@ class RunSummary:
     def quality(self) -> Metrics:
         """The metrics of `quality_split`."""
         return self.metrics(self.quality_split)
+
+    @property
+    def headline(self) -> float | None:
+        """The value of `metric` on `quality_split` (None when the split lacks it)."""
+        return self.quality.get(self.metric)
 
     def metrics(self, split: Split) -> Metrics:
         """The metrics of one split (empty for a split the run did not evaluate)."""

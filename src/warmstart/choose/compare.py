@@ -340,7 +340,8 @@ def run_comparison(runs: list[PlannedRun], out: Path, console: Console,
         summary, trained, seconds = result
         console.print(f"[{finished}/{len(runs)}] {runs[i].run_dir.name} "
                       + (f"trained in {seconds:.0f}s" if trained else "finished earlier, reused")
-                      + f" | accuracy {summary.quality['accuracy']:.4f}", highlight=False)
+                      + f" | {summary.metric} {summary.headline or float('nan'):.4f}",
+                      highlight=False)
 
     results = map_fn(functools.partial(train_or_reuse, log_dir=out / "logs"), runs, done)
     groups: Groups = {}

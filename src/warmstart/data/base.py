@@ -9,15 +9,18 @@ from typing import Any, Literal
 import numpy as np
 
 from warmstart.registry import Registry
+from warmstart.tasks import Task
 
 
 @dataclass
 class Examples:
-    """Inputs with integer labels.
+    """Inputs with their labels as the task encodes them.
 
-    `inputs` holds texts (str) for text data, or images for image data: each image a
-    uint8 numpy array (H, W) or (H, W, 3), or a path to an image file loaded lazily.
-    `labels[i]` indexes `TaskData.label_names`.
+    `inputs` holds texts (str) or text pairs ((str, str) tuples) for text data, or images
+    for image data: each image a uint8 numpy array (H, W) or (H, W, 3), or a path to an
+    image file loaded lazily. `labels` is an array: class indices into
+    `TaskData.label_names` (classification, int64), one 0/1 row per example (multilabel,
+    float32), or the values (regression, float32).
     """
 
     inputs: list[Any]
@@ -29,14 +32,19 @@ class Examples:
 
 @dataclass
 class TaskData:
-    """A classification task: train/validation/test splits and the label order."""
+    """A task's train/validation/test splits, and the task (its label order included)."""
 
     kind: Literal["text", "image"]
-    label_names: list[str]
+    task: Task
     train: Examples
     validation: Examples
     test: Examples
     source: str  # where it came from, for the model card and logs
+    task_reason: str = ""  # why this task type (inferred or given), printed at start
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.task.label_names
 
 
 @dataclass
@@ -47,6 +55,7 @@ class RawSet:
     inputs: list[Any]
     labels: list[str]
     source: str
+    rows: list[int] | None = None  # each example's row in its file, for messages
 
 
 # Built-in datasets: a loader taking no arguments and returning the whole set.

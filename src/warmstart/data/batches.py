@@ -44,7 +44,8 @@ class Batches:
         world: int = 1,
     ) -> None:
         self.encoded = encoded
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        # As the task encodes them: class indices (int64), 0/1 rows or values (float32).
+        self.labels = torch.as_tensor(np.asarray(labels))
         self.collate = collate
         self.batch_size = batch_size  # per process, per micro-batch
         self.shuffle = shuffle

@@ -9,6 +9,7 @@ naming the file and, where it helps, the config key to change.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,19 @@ TABLE_FORMATS = {
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-def read_path(path: str | Path, text_column: str, label_column: str, key: str) -> RawSet:
+def read_path(path: str | Path, text_column: str, label_column: str, key: str, *,
+              pair_column: str | None = None, blank_labels: bool = False) -> RawSet:
     """Read a table file or an image folder, whichever `path` is.
 
     Args:
         path: a .csv/.tsv/.tab/.jsonl/.json/.parquet file, or a folder of class subfolders.
         text_column: column holding the input text (tables only).
-        label_column: column holding the class label (tables only).
+        label_column: column holding the label (tables only).
         key: the config key that named this path (e.g. "data.validation"), for messages.
+        pair_column: column holding each example's second text (`data.text_pair_column`);
+            the inputs are then (text, pair) tuples.
+        blank_labels: keep rows whose label is blank (as ""): a multilabel example with no
+            label; the caller decides what they mean.
 
     Returns:
         The examples, labels as strings; kind "text" for tables and "image" for folders.
@@ -49,60 +55,105 @@ def read_path(path: str | Path, text_column: str, label_column: str, key: str) -
     if not path.exists():
         raise WarmstartError(f"data file {str(path)!r} ({key}) does not exist; check the path")
     if path.is_dir():
+        if pair_column:
+            raise WarmstartError(f"data.text_pair_column is set but {key} {str(path)!r} is an "
+                                 "image folder; text pairs come from a table file")
         inputs, labels = read_image_folder(path)
         return RawSet("image", inputs, labels, str(path))
-    inputs, labels, dropped = read_table(path, text_column, label_column)
+    table = read_table(path, text_column, label_column, pair_column=pair_column,
+                       blank_labels=blank_labels)
     source = str(path)
-    if dropped:
+    if table.dropped:
         # Not printed here (this layer stays silent); the source ends up in logs and the card.
-        source += f" ({dropped} rows without text or label dropped)"
-    return RawSet("text", inputs, labels, source)
+        what = "text" if blank_labels else "text or label"
+        source += f" ({table.dropped} rows without {what} dropped)"
+    return RawSet("text", table.inputs, table.labels, source, rows=table.rows)
 
 
-def read_table(
-    path: str | Path, text_column: str, label_column: str
-) -> tuple[list[str], list[str], int]:
-    """Read the text and label columns of a table file, chosen by its extension.
+@dataclass
+class Table:
+    """The examples of a table file: inputs (texts, or (text, pair) tuples), labels as
+    stripped strings, each example's row number in the file (the header is row 1, as a
+    spreadsheet shows it) and how many rows were dropped."""
 
-    Rows whose text or label is missing or blank are dropped.
+    inputs: list[Any]
+    labels: list[str]
+    rows: list[int]
+    dropped: int
+
+
+def read_table(path: str | Path, text_column: str, label_column: str, *,
+               pair_column: str | None = None, blank_labels: bool = False) -> Table:
+    """Read the text (and pair) and label columns of a table file, chosen by its extension.
+
+    Rows whose text is blank are dropped, and those whose label is blank unless
+    `blank_labels`. A blank pair text is an error naming the row: half a pair is not an
+    example.
 
     Args:
         path: a .csv, .tsv/.tab, .jsonl/.json (JSON lines, or one array of records) or
             .parquet file, UTF-8 encoded where it is text.
         text_column: column holding the input text (`data.text_column`).
-        label_column: column holding the class label (`data.label_column`).
-
-    Returns:
-        (texts, labels, number of rows dropped), texts and labels as str.
+        label_column: column holding the label (`data.label_column`).
+        pair_column: column holding the second text of each pair (`data.text_pair_column`).
+        blank_labels: keep rows with a blank label (their label is "").
 
     Raises:
-        WarmstartError: unknown extension, unreadable file, missing column, or no usable rows.
+        WarmstartError: unknown extension, unreadable file, missing column, a blank pair text,
+            or no usable rows.
     """
     path = Path(path)
     name = repr(str(path))
     df = _read_frame(path)
     _require_column(df, path, text_column, "data.text_column")
     _require_column(df, path, label_column, "data.label_column")
+    if pair_column:
+        _require_column(df, path, pair_column, "data.text_pair_column")
     if len(df) == 0:
         raise WarmstartError(f"data file {name} has a header but no rows; add examples to it")
     texts = [_as_str(v) for v in df[text_column].tolist()]
-    labels = [_as_str(v) for v in df[label_column].tolist()]
+    labels = [(_as_str(v) or "").strip() for v in df[label_column].tolist()]
+    pairs = [_as_str(v) for v in df[pair_column].tolist()] if pair_column else None
     # Labels are stripped so "sport " and "sport" are one class; texts are kept as written.
-    keep = [(t, lab.strip()) for t, lab in zip(texts, labels, strict=True) if t and lab]
+    keep = [i for i, (t, lab) in enumerate(zip(texts, labels, strict=True))
+            if t and (lab or blank_labels)]
     if not keep:
         raise WarmstartError(
             f"data file {name} has {len(df)} rows but none with both a text ({text_column!r}) "
             f"and a label ({label_column!r}); fill those columns in"
         )
-    return [t for t, _ in keep], [lab for _, lab in keep], len(df) - len(keep)
+    inputs: list[Any] = [texts[i] for i in keep]
+    if pairs is not None:
+        blank = next((i for i in keep if not pairs[i]), None)
+        if blank is not None:
+            raise WarmstartError(
+                f"data file {name} row {blank + 2}: the pair column {pair_column!r} "
+                "(data.text_pair_column) is empty; fill it in or remove the row")
+        inputs = [(texts[i], pairs[i]) for i in keep]
+    return Table(inputs, [labels[i] for i in keep], [i + 2 for i in keep], len(df) - len(keep))
 
 
-def read_column(path: str | Path, column: str, key: str = "--column") -> list[str]:
-    """The non-blank values of one column (the inputs to predict), in file order."""
+def read_column(path: str | Path, column: str, key: str = "--column", *,
+                pair_column: str | None = None) -> list[Any]:
+    """The non-blank values of one column (the inputs to predict), in file order; with
+    `pair_column`, (text, pair) tuples, a blank pair being an error naming its row."""
     path = Path(path)
     df = _read_frame(path)
     _require_column(df, path, column, key)
-    return [v for v in map(_as_str, df[column].tolist()) if v]
+    texts = [_as_str(v) for v in df[column].tolist()]
+    if not pair_column:
+        return [v for v in texts if v]
+    _require_column(df, path, pair_column, "--pair-column")
+    pairs = [_as_str(v) for v in df[pair_column].tolist()]
+    out = []
+    for i, (text, pair) in enumerate(zip(texts, pairs)):
+        if not text:
+            continue
+        if not pair:
+            raise WarmstartError(f"data file {str(path)!r} row {i + 2}: the pair column "
+                                 f"{pair_column!r} is empty; fill it in or remove the row")
+        out.append((text, pair))
+    return out
 
 
 def _require_column(df: pd.DataFrame, path: Path, column: str, key: str) -> None:

@@ -36,9 +36,11 @@ def held_out_size(fraction: float, n_whole: int, n_classes: int) -> int:
 
 
 def split_off(
-    labels: Sequence[str], size: int, seed: int, *, source: str, split: str
+    labels: Sequence[str], size: int, seed: int, *, source: str, split: str,
+    stratify: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split `size` examples off, stratified by label.
+    """Split `size` examples off, stratified by label (plain random without `stratify`:
+    multilabel and regression, whose label cells are not classes).
 
     Args:
         labels: the label of every example in the set being split.
@@ -60,15 +62,18 @@ def split_off(
     positions = np.arange(len(labels))
     try:
         kept, held = train_test_split(
-            positions, test_size=size, random_state=seed, stratify=list(labels)
+            positions, test_size=size, random_state=seed,
+            stratify=list(labels) if stratify else None,
         )
     except ValueError:
         raise WarmstartError(_split_problem(labels, size, source, split)) from None
     return np.sort(kept), np.sort(held)
 
 
-def stratified_subset(labels: Sequence[str], limit: int, seed: int) -> np.ndarray:
-    """Pick at most `limit` examples keeping the class proportions (`data.limit`).
+def stratified_subset(labels: Sequence[str], limit: int, seed: int, *,
+                      stratify: bool = True) -> np.ndarray:
+    """Pick at most `limit` examples keeping the class proportions (`data.limit`); without
+    `stratify`, a plain random subset.
 
     Every class keeps at least one example, so the label set does not change with the limit;
     the remaining places are shared in proportion to class size (largest remainders).
@@ -87,6 +92,8 @@ def stratified_subset(labels: Sequence[str], limit: int, seed: int) -> np.ndarra
     y = np.asarray(labels, dtype=object)
     if limit >= len(y):
         return np.arange(len(y))
+    if not stratify:
+        return np.sort(np.random.default_rng(seed).permutation(len(y))[:limit])
     classes, counts = np.unique(y, return_counts=True)
     if limit < len(classes):
         raise WarmstartError(

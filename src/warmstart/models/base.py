@@ -129,6 +129,24 @@ def write_model_file(directory: Path, meta: dict[str, Any]) -> None:
     (directory / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
+# transformers' `problem_type` for each task type: what its sequence-classification models
+# read to pick the loss, so `from_pretrained` users get the run's behaviour.
+PROBLEM_TYPES = {"classification": "single_label_classification",
+                 "multilabel": "multi_label_classification", "regression": "regression"}
+
+
+def record_task(directory: Path, task: dict[str, Any]) -> None:
+    """Add the task (`Task.to_dict`) to a saved model: to `warmstart_model.json`, and to a
+    Hugging Face `config.json` as `problem_type`, where there is one."""
+    meta = read_model_file(directory)
+    write_model_file(directory, {**meta, "task": task})
+    config = directory / "config.json"
+    if config.is_file():
+        data = json.loads(config.read_text(encoding="utf-8"))
+        data["problem_type"] = PROBLEM_TYPES[task["type"]]
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def read_model_file(directory: Path) -> dict[str, Any]:
     """Read `warmstart_model.json` from a saved model directory."""
     path = directory / MODEL_FILE

@@ -122,11 +122,18 @@ def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any, how: Pooling) -> Adap
                   "token_type_ids": tokenizer.pad_token_type_id}
     pad_left = tokenizer.padding_side == "left"
 
-    def encode(texts: Sequence[str]) -> list[dict[str, list[int]]]:
-        """Tokenise once, truncated to max_length and unpadded (collate pads per batch)."""
-        enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    def encode(texts: Sequence[str | tuple[str, str]]) -> list[dict[str, list[int]]]:
+        """Tokenise once, truncated to max_length and unpadded (collate pads per batch).
+        (text, pair) tuples are read as pairs: both in one sequence with the model's
+        separator and segment ids, the longer one truncated first."""
+        items = list(texts)
+        if items and isinstance(items[0], tuple):
+            first, second = zip(*items)
+            enc = tokenizer(list(first), list(second), truncation=True, max_length=max_length)
+        else:
+            enc = tokenizer(items, truncation=True, max_length=max_length)
         present = [k for k in keys if k in enc]
-        return [{k: enc[k][i] for k in present} for i in range(len(texts))]
+        return [{k: enc[k][i] for k in present} for i in range(len(items))]
 
     def lengths(encoded: list[dict[str, list[int]]]) -> list[int]:
         return [len(e["input_ids"]) for e in encoded]

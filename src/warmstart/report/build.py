@@ -33,10 +33,12 @@ Groups = dict[str, list[tuple[str, RunSummary]]]  # strategy spec -> [(run name,
 
 
 def best_strategy(rows: list[Row]) -> Row:
-    """Highest mean test accuracy, ties broken by macro-F1 (NaN counts as worst)."""
+    """Highest mean headline metric on test (accuracy, macro-F1 or Spearman by task), ties
+    broken by the second quality column (NaN counts as worst)."""
     def key(r: Row) -> tuple[float, float]:
-        acc, f1 = r.mean["test_accuracy"], r.mean["test_f1_macro"]
-        return (-math.inf if math.isnan(acc) else acc, -math.inf if math.isnan(f1) else f1)
+        first, second = (r.mean[c.key] for c in r.columns[:2])
+        return (-math.inf if math.isnan(first) else first,
+                -math.inf if math.isnan(second) else second)
     return max(rows, key=key)
 
 
@@ -46,22 +48,24 @@ CLOSE_ENOUGH = 0.01
 
 
 def recommendation(rows: list[Row]) -> str:
-    """Which strategy to pick for this data, and why: the best mean test accuracy, and the
-    cheapest strategy (training time) within `CLOSE_ENOUGH` of it when that is another one."""
+    """Which strategy to pick for this data, and why: the best mean headline metric on test,
+    and the cheapest strategy (training time) within `CLOSE_ENOUGH` of it when that is
+    another one."""
     best = best_strategy(rows)
-    acc, secs = best.mean["test_accuracy"], best.mean["train_seconds"]
-    if math.isnan(acc):
+    key, title = best.quality.key, best.quality.title
+    top, secs = best.mean[key], best.mean["train_seconds"]
+    if math.isnan(top):
         return "no pick: no run has test metrics"
-    text = f"{best.strategy}: the highest mean test accuracy ({acc:.4f}, {secs:.0f} s training)"
+    text = f"{best.strategy}: the highest mean {title} ({top:.4f}, {secs:.0f} s training)"
     close = [r for r in rows if r is not best
-             and r.mean["test_accuracy"] >= acc - CLOSE_ENOUGH
+             and r.mean[key] >= top - CLOSE_ENOUGH
              and r.mean["train_seconds"] < secs]
     if not close:
         return text + "; nothing cheaper comes within a point of it"
     cheap = min(close, key=lambda r: r.mean["train_seconds"])
     ratio = secs / max(cheap.mean["train_seconds"], 1e-9)
     return (text + f"; for {ratio:.1f}x less training time, {cheap.strategy} comes within a "
-            f"point ({cheap.mean['test_accuracy']:.4f}, {cheap.mean['train_seconds']:.0f} s)")
+            f"point ({cheap.mean[key]:.4f}, {cheap.mean['train_seconds']:.0f} s)")
 
 
 def context_of(groups: Groups, cfg: RunConfig) -> dict[str, str]:
@@ -72,14 +76,15 @@ def context_of(groups: Groups, cfg: RunConfig) -> dict[str, str]:
     return {
         "base model": cfg.model.name,
         "data": f"{first.data} ({ex.train} train / {ex.validation} validation / "
-                f"{ex.test} test, {len(first.labels)} classes)",
+                f"{ex.test} test, {first.task}"
+                + (f", {len(first.labels)} labels)" if first.task != "regression" else ")"),
         "strategies": ", ".join(groups),
         "seeds": ", ".join(map(str, seeds)),
         "training": (f"{cfg.train.epochs} epoch(s) max" if cfg.train.epochs is not None else
                      "each strategy's default epochs")
                     + f", batch {cfg.train.batch_size}, "
                     f"{cfg.optim.schedule} schedule, best epoch by validation "
-                    f"{cfg.train.metric}",
+                    f"{first.metric}",
         "hardware": f"{first.device} ({first.precision}, {first.threads} threads)",
         "written": datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
@@ -100,11 +105,7 @@ def make_charts(out: Path, groups: Groups, rows: list[Row], metric: str) -> list
     validation = {k: [charts.validation_curve(s, metric) for _, s in runs]
                   for k, runs in groups.items()}
     best = best_strategy(rows)
-    runs = groups[best.strategy]
-    split: Split = "test" if all(s.test for _, s in runs) else "validation"
-    matrix = [[sum(cells) for cells in zip(*rows_)]  # summed over seeds, cell by cell
-              for rows_ in zip(*[s.metrics(split)["confusion_matrix"] for _, s in runs])]
-    labels = runs[0][1].labels
+    quality = best.quality.title
     spec = [
         ("learning-curves", "Learning curves",
          charts.learning_curves(train_loss, validation, metric),
@@ -112,18 +113,41 @@ def make_charts(out: Path, groups: Groups, rows: list[Row], metric: str) -> list
          "end; mean over seeds."),
         ("quality-vs-params", "Quality vs trainable parameters",
          charts.quality_vs(rows, "trainable_params", "trainable parameters", log_x=True),
-         "Mean test accuracy against trainable parameters (log scale); bars: spread over "
-         "seeds."),
+         f"Mean {quality} against trainable parameters (log scale); bars: spread over seeds."),
         ("quality-vs-time", "Quality vs training time",
          charts.quality_vs(rows, "train_seconds", "training time (s)", log_x=False),
-         "Mean test accuracy against training time; bars: spread over seeds."),
-        ("confusion-matrix", f"Confusion matrix of the best strategy: {best.strategy}",
-         charts.confusion(matrix, labels, f"{best.strategy} ({split}, {len(runs)} seed(s))"),
-         f"{split.capitalize()} predictions of {best.strategy} (highest mean test accuracy), "
-         "counts summed over seeds; colour: share of the true class."),
+         f"Mean {quality} against training time; bars: spread over seeds."),
+        _best_chart(best, groups[best.strategy]),
     ]
     return [Chart(id_, title, caption, charts.png_base64(fig))
             for id_, title, fig, caption in spec]
+
+
+def _best_chart(best: Row, runs: list[tuple[str, RunSummary]]
+                ) -> tuple[str, str, Any, str]:
+    """The best strategy up close, by task: its confusion matrix (classification, summed over
+    seeds), predicted vs true values (regression, first seed) or per-label F1 (multilabel,
+    first seed)."""
+    split: Split = "test" if all(s.test for _, s in runs) else "validation"
+    first = runs[0][1]
+    why = f"{split.capitalize()} predictions of {best.strategy} (highest mean " \
+          f"{best.quality.title})"
+    if first.task == "regression":
+        return ("predicted-vs-true", f"Predicted vs true: {best.strategy}",
+                charts.scatter(first.metrics(split).get("pairs", []),
+                               f"{best.strategy} ({split})"),
+                f"{why}, first seed; up to 500 evenly spaced examples; grey: perfect.")
+    if first.task == "multilabel":
+        return ("per-label-f1", f"F1 per label: {best.strategy}",
+                charts.per_label_f1(first.metrics(split).get("per_label", {}), first.labels,
+                                    f"{best.strategy} ({split})"),
+                f"{why}, first seed; support in brackets.")
+    matrix = [[sum(cells) for cells in zip(*rows_)]  # summed over seeds, cell by cell
+              for rows_ in zip(*[s.metrics(split)["confusion_matrix"] for _, s in runs])]
+    return ("confusion-matrix", f"Confusion matrix of the best strategy: {best.strategy}",
+            charts.confusion(matrix, first.labels,
+                             f"{best.strategy} ({split}, {len(runs)} seed(s))"),
+            f"{why}, counts summed over seeds; colour: share of the true class.")
 
 
 def write_reports(out: Path, groups: Groups, cfg: RunConfig, console: Console) -> list[Row]:
@@ -148,7 +172,7 @@ def write_reports(out: Path, groups: Groups, cfg: RunConfig, console: Console) -
     atomic_write_text(out / "report.md", f"# {title}\n\n{facts}\n\n"
                       f"{markdown_table(rows, best)}\n\n{LEGEND}\n\n"
                       "Charts and per-class results: report.html and each run's README.md.\n")
-    figures = make_charts(out, groups, rows, cfg.train.metric)
+    figures = make_charts(out, groups, rows, next(iter(groups.values()))[0][1].metric)
     atomic_write_text(out / "report.html",
                       page(title, context, results_table(rows, best), figures))
     console.print(rich_table(rows, best, title))

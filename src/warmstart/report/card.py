@@ -18,6 +18,7 @@ from warmstart.config import RunConfig
 from warmstart.files import atomic_write_text
 from warmstart.models.pooling import HEAD_FILE, Pooling, usage
 from warmstart.summary import RunSummary, Split
+from warmstart.tasks import TASKS
 
 
 def strategy_options(cfg: RunConfig) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def _saved(run_dir: Path) -> dict[str, Any]:
 def _metrics_table(summary: RunSummary) -> str:
     all_splits: tuple[Split, ...] = ("train", "validation", "test")
     splits = [s for s in all_splits if summary.metrics(s)]
-    keys = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
+    keys = TASKS[summary.task].metric_names
     lines = ["| metric | " + " | ".join(splits) + " |", "|---|" + "---:|" * len(splits)]
     for key in keys:
         values = [summary.metrics(s).get(key) for s in splits]
@@ -65,8 +66,8 @@ def _metrics_table(summary: RunSummary) -> str:
     return "\n".join(lines)
 
 
-def _per_class_table(report: dict[str, Any], labels: list[str]) -> str:
-    lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+def _per_class_table(report: dict[str, Any], labels: list[str], what: str = "class") -> str:
+    lines = [f"| {what} | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name in labels:
         c = report[name]
         lines.append(f"| {name} | {c['precision']:.4f} | {c['recall']:.4f} | "
@@ -78,17 +79,29 @@ def _limitations(summary: RunSummary, cfg: RunConfig, kind: str) -> list[str]:
     """Limitations the run's own numbers and settings reveal."""
     split = summary.quality_split
     m, n = summary.quality, summary.examples.of(split)
-    half = 1.96 * math.sqrt(max(m["accuracy"] * (1 - m["accuracy"]), 1e-12) / max(n, 1))
-    out = [f"Measured on {n} held-out examples from the same source as the training data: "
-           f"{split} accuracy {m['accuracy']:.3f} is known to about ±{half:.3f} (95%, normal "
-           "approximation); on other sources (other years, styles or domains) expect less.",
-           f"It always answers with one of the {len(summary.labels)} training labels, even "
-           "for inputs that belong to none of them."]
-    per_class = m.get("per_class") or {}
+    source = f"Measured on {n} held-out examples from the same source as the training data"
+    elsewhere = "on other sources (other years, styles or domains) expect less."
+    if summary.task == "classification":
+        half = 1.96 * math.sqrt(max(m["accuracy"] * (1 - m["accuracy"]), 1e-12) / max(n, 1))
+        out = [f"{source}: {split} accuracy {m['accuracy']:.3f} is known to about ±{half:.3f} "
+               f"(95%, normal approximation); {elsewhere}",
+               f"It always answers with one of the {len(summary.labels)} training labels, "
+               "even for inputs that belong to none of them."]
+    else:
+        value = summary.headline
+        shown = "-" if value is None else f"{value:.3f}"
+        out = [f"{source} ({split} {summary.metric} {shown}); {elsewhere}"]
+        out.append(
+            "It answers with the labels whose probability passes its threshold, tuned on the "
+            "validation split; labels never seen in training are never predicted."
+            if summary.task == "multilabel" else
+            "Its scores are learnt from the training range; far outside it they are guesses.")
+    per_class = m.get("per_class") or m.get("per_label") or {}
     scores = {k: per_class[k]["f1-score"] for k in summary.labels if k in per_class}
     if scores:
         worst = min(scores, key=scores.get)
-        out.append(f"Weakest class on {split}: {worst!r} (F1 {scores[worst]:.3f}).")
+        out.append(f"Weakest {'label' if summary.task == 'multilabel' else 'class'} on "
+                   f"{split}: {worst!r} (F1 {scores[worst]:.3f}).")
     if kind == "text":
         out.append(f"Texts are cut to their first {cfg.model.max_length} tokens; what comes "
                    "later is never seen.")
@@ -113,7 +126,7 @@ def _model_section(summary: RunSummary, cfg: RunConfig) -> list[str]:
         f"- learning rate: {summary.lr.base:g} ({cfg.optim.schedule} schedule), "
         f"batch {cfg.train.batch_size} x {cfg.train.accumulate}, seed {summary.seed}",
         f"- epochs: {summary.epochs} of {cfg.train.epochs or summary.epochs}, best epoch "
-        f"{summary.best_epoch} (by validation {cfg.train.metric}; its weights are saved)",
+        f"{summary.best_epoch} (by validation {summary.metric}; its weights are saved)",
     ]
 
 
@@ -123,16 +136,22 @@ def _data_section(summary: RunSummary) -> list[str]:
         "## Data", "",
         f"- source: {summary.data}",
         f"- examples: {ex.train} train / {ex.validation} validation / {ex.test} test",
-        f"- {len(summary.labels)} classes: {', '.join(summary.labels)}",
+        {"classification": f"- {len(summary.labels)} classes: {', '.join(summary.labels)}",
+         "multilabel": f"- {len(summary.labels)} labels (any number per example): "
+                       f"{', '.join(summary.labels)}",
+         }.get(summary.task, "- target: one number per example (regression)"),
     ]
 
 
 def _metrics_section(summary: RunSummary) -> list[str]:
-    per_class = summary.quality.get("per_class")
+    if summary.task == "regression":
+        return ["## Metrics", "", _metrics_table(summary)]
+    what = "label" if summary.task == "multilabel" else "class"
+    report = summary.quality.get(f"per_{what}")
     return [
         "## Metrics", "", _metrics_table(summary), "",
-        f"Per class ({summary.quality_split}):", "",
-        _per_class_table(per_class, summary.labels) if per_class else "(none recorded)",
+        f"Per {what} ({summary.quality_split}):", "",
+        _per_class_table(report, summary.labels, what) if report else "(none recorded)",
     ]
 
 
@@ -149,13 +168,19 @@ def _training_section(run_dir: Path, summary: RunSummary) -> list[str]:
     ]
 
 
-def _use_section(run_dir: Path, summary: RunSummary, kind: str) -> list[str]:
+def _use_section(run_dir: Path, summary: RunSummary, kind: str, pairs: bool) -> list[str]:
     things = {"text": "texts", "image": "images"}.get(kind, "inputs")
-    usage = f"warmstart predict {run_dir} " + ('--text "..."' if kind == "text"
-                                                else "--input FILE")
+    if pairs:
+        things = "pairs of texts"
+    usage = f"warmstart predict {run_dir} " + (
+        '--text "..." --text-pair "..."' if pairs else '--text "..."' if kind == "text"
+        else "--input FILE")
+    doing = {"classification": "Sorting {} like those in {} into the classes above",
+             "multilabel": "Tagging {} like those in {} with the labels above",
+             "regression": "Scoring {} like those in {}"}[summary.task]
     return [
         "## Intended use", "",
-        f"Sorting {things} like those in {summary.data} into the classes above, e.g. "
+        f"{doing.format(things, summary.data)}, e.g. "
         f"`{usage}`. It is a research artifact of a fine-tuning run, not a vetted product: "
         "do not use it for decisions about people.",
     ]
@@ -174,7 +199,20 @@ def _loading_section(meta: dict[str, Any]) -> list[str]:
             f"The head reads the base model's token vectors, {pooled}. `model/` holds the "
             "base model (`AutoModel.from_pretrained`; also a sentence-transformers layout) and "
             f"the head in `{HEAD_FILE}`; with `d` that folder:", "",
-            "```python", usage(how, meta["max_length"]).rstrip(), "```"]
+            "```python", usage(how, meta["max_length"]).rstrip(), "```", "",
+            *_reading_outputs(meta.get("task") or {})]
+
+
+def _reading_outputs(task: dict[str, Any]) -> list[str]:
+    """What the logits mean for the saved model's task (one line; none for classification)."""
+    if task.get("type") == "regression":
+        return ["`logits[:, 0]` is the predicted score itself (the target's standardisation "
+                "is folded into the head)."]
+    if task.get("type") == "multilabel":
+        return ["Labels are independent: `logits.sigmoid()` gives each label's probability, "
+                "and a label applies when it reaches its threshold (`task.thresholds` in "
+                "`warmstart_model.json`, tuned on validation)."]
+    return []
 
 
 def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
@@ -182,17 +220,21 @@ def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
     meta = _saved(run_dir)
     kind = meta.get("kind", "inputs")
     task = {"text": "text-classification", "image": "image-classification"}.get(kind)
+    metrics = {"classification": "[accuracy, f1]", "multilabel": "[f1, precision, recall]",
+               "regression": "[spearmanr, pearsonr, mse]"}[summary.task]
+    what = {"classification": "classifier", "multilabel": "multi-label classifier",
+            "regression": "regression model"}[summary.task]
     sections = [
-        ["---", f"tags: [warmstart{', ' + task if task else ''}]", "metrics: [accuracy, f1]",
+        ["---", f"tags: [warmstart{', ' + task if task else ''}]", f"metrics: {metrics}",
          "---", "", f"# {run_dir.name}", "",
-         f"A {kind + ' ' if task else ''}classifier fine-tuned with warmstart from "
+         f"A {kind + ' ' if task else ''}{what} fine-tuned with warmstart from "
          f"**{cfg.model.name}** on **{summary.data}** with the **{cfg.strategy.name}** "
          "strategy."],
         _model_section(summary, cfg),
         _data_section(summary),
         _metrics_section(summary),
         _training_section(run_dir, summary),
-        _use_section(run_dir, summary, kind),
+        _use_section(run_dir, summary, kind, bool(cfg.data.text_pair_column)),
         _loading_section(meta),
         ["## Limitations", "", *[f"- {x}" for x in _limitations(summary, cfg, kind)]],
     ]

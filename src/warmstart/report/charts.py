@@ -76,21 +76,23 @@ def learning_curves(train_loss: dict[str, list[Curve]], validation: dict[str, li
 
 
 def quality_vs(rows: list[Row], x_key: str, x_label: str, *, log_x: bool) -> Figure:
-    """Mean test accuracy (error bars: spread over seeds) against a cost column."""
+    """Mean headline quality (error bars: spread over seeds) against a cost column."""
     colors = _colors([r.strategy for r in rows])
     fig = Figure(figsize=(6.5, 4.5), layout="constrained")
     ax = fig.subplots()
+    quality = rows[0].quality if rows else None
     for r in rows:
-        x, y = r.mean[x_key], r.mean["test_accuracy"]
+        x, y = r.mean[x_key], r.mean[r.quality.key]
         if math.isnan(x) or math.isnan(y):
             continue
-        ax.errorbar(x, y, xerr=_spread(r.std[x_key]), yerr=_spread(r.std["test_accuracy"]),
+        ax.errorbar(x, y, xerr=_spread(r.std[x_key]), yerr=_spread(r.std[r.quality.key]),
                     fmt="o", color=colors[r.strategy], capsize=3, label=r.strategy)
         ax.annotate(r.strategy, (x, y), textcoords="offset points", xytext=(6, 4),
                     fontsize="small")
     if log_x:
         ax.set_xscale("log")
-    ax.set(xlabel=x_label, ylabel="test accuracy", title=f"Test accuracy vs {x_label}")
+    label = quality.title if quality else "test quality"
+    ax.set(xlabel=x_label, ylabel=label, title=f"{label.capitalize()} vs {x_label}")
     ax.grid(alpha=0.3)
     ax.margins(x=0.15, y=0.15)  # room for the point labels
     return fig
@@ -116,6 +118,32 @@ def confusion(matrix: list[list[int]], labels: list[str], title: str) -> Figure:
     ax.set_yticks(range(len(labels)), labels)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(image, ax=ax, label="share of the true class")
+    return fig
+
+
+def scatter(pairs: list[list[float]], title: str) -> Figure:
+    """Predicted against true values (regression), with the line of perfect prediction."""
+    points = np.asarray(pairs, dtype=float).reshape(-1, 2)
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(points[:, 0], points[:, 1], s=8, alpha=0.5)
+    if len(points):
+        low, high = float(points.min()), float(points.max())
+        ax.plot([low, high], [low, high], color="grey", linewidth=1)
+    ax.set(xlabel="true", ylabel="predicted", title=title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def per_label_f1(report: dict[str, dict[str, float]], labels: list[str], title: str) -> Figure:
+    """F1 of each label (multilabel), lowest first, with its support in the label."""
+    shown = sorted((lab for lab in labels if lab in report), key=lambda n: report[n]["f1-score"])
+    fig = Figure(figsize=(6.5, max(2.5, 0.28 * len(shown) + 1)), layout="constrained")
+    ax = fig.subplots()
+    ax.barh([f"{n} ({report[n]['support']:.0f})" for n in shown],
+            [report[n]["f1-score"] for n in shown])
+    ax.set(xlabel="F1", xlim=(0, 1), title=title)
+    ax.grid(alpha=0.3, axis="x")
     return fig
 
 

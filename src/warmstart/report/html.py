@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-from warmstart.report.table import COLUMNS, LEGEND, Row, cell
+from warmstart.report.table import LEGEND, Row, cell, columns_of
 
 CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1150px;
@@ -44,12 +44,13 @@ class Chart:
 
 def results_table(rows: list[Row], best: dict[str, set[str]]) -> str:
     """The results table as HTML, best cells with class `best`."""
-    head = "".join(f"<th>{escape(c.title)}</th>" for c in COLUMNS)
+    columns = columns_of(rows)
+    head = "".join(f"<th>{escape(c.title)}</th>" for c in columns)
     body = []
     for r in rows:
         cells = "".join(
             f'<td class="best">{escape(cell(r, c))}</td>' if r.strategy in best.get(c.key, ())
-            else f"<td>{escape(cell(r, c))}</td>" for c in COLUMNS)
+            else f"<td>{escape(cell(r, c))}</td>" for c in columns)
         links = ", ".join(f'<a href="{escape(n)}/README.md">{escape(n)}</a>' for n in r.runs)
         body.append(f"<tr><td>{escape(r.strategy)}</td><td>{len(r.runs)}</td>{cells}"
                     f'<td class="cards">{links}</td></tr>')

@@ -1,4 +1,4 @@
-"""Use a finished run: predict labels for new inputs, or evaluate on a labelled file."""
+"""Use a finished run: predict for new inputs, or evaluate on a labelled file."""
 
 from __future__ import annotations
 
@@ -6,20 +6,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from warmstart.config import RunConfig, read_run_config
+from warmstart.data import LabelCoder
 from warmstart.data.batches import Batches
-from warmstart.data.readers import read_table
+from warmstart.data.readers import read_column, read_path
 from warmstart.errors import WarmstartError
 from warmstart.models import load_adapter
-from warmstart.models.base import Adapter
+from warmstart.models.base import Adapter, read_model_file
+from warmstart.tasks import Task, task_from_dict
 from warmstart.training.checkpoint import is_finished
-from warmstart.training.evaluate import metrics_from_logits, predict_logits
+from warmstart.training.evaluate import predict_logits
 
 
-def load_run(run_dir: str | Path) -> tuple[Adapter, list[str], RunConfig]:
-    """The fine-tuned model of a finished run, its label names and its config."""
+def load_run(run_dir: str | Path) -> tuple[Adapter, Task, RunConfig]:
+    """The fine-tuned model of a finished run, its task (label names, thresholds) and its
+    config."""
     run = Path(run_dir)
     if not run.is_dir():
         raise WarmstartError(f"run directory {str(run)!r} not found; pass the folder "
@@ -30,11 +32,11 @@ def load_run(run_dir: str | Path) -> tuple[Adapter, list[str], RunConfig]:
     cfg = read_run_config(run / "config.yaml")
     adapter, labels = load_adapter(run / "model")
     adapter.module.eval()
-    return adapter, labels, cfg
+    return adapter, task_from_dict(read_model_file(run / "model").get("task"), labels), cfg
 
 
 def logits_for(adapter: Adapter, inputs: list[Any], batch_size: int = 64) -> np.ndarray:
-    """Logits for raw inputs (texts or images), in input order."""
+    """Logits for raw inputs (texts, (text, pair) tuples or images), in input order."""
     encoded = adapter.encode(inputs)
     lengths = adapter.lengths(encoded) if adapter.lengths is not None else None
     batches = Batches(encoded, np.zeros(len(encoded), dtype=np.int64), adapter.collate,
@@ -45,26 +47,37 @@ def logits_for(adapter: Adapter, inputs: list[Any], batch_size: int = 64) -> np.
 
 
 def predict(run_dir: str | Path, inputs: list[Any]) -> list[dict[str, Any]]:
-    """For each input: the predicted label and the probability of every label."""
-    adapter, labels, _ = load_run(run_dir)
+    """For each input, what the run's task predicts: the label and every label's probability
+    (classification), the labels over their thresholds and every probability (multilabel),
+    or the score (regression)."""
+    adapter, task, _ = load_run(run_dir)
     if not inputs:
         return []
-    probs = torch.softmax(torch.from_numpy(logits_for(adapter, inputs)), dim=1).numpy()
-    return [
-        {"label": labels[int(row.argmax())],
-         "probabilities": {name: float(p) for name, p in zip(labels, row)}}
-        for row in probs
-    ]
+    return task.predictions(logits_for(adapter, inputs))
+
+
+def read_inputs(run_dir: str | Path, path: str | Path, column: str | None = None,
+                pair_column: str | None = None) -> list[Any]:
+    """The inputs in a table file, read with the run's text (and pair) columns unless given."""
+    run = Path(run_dir)
+    data = read_run_config(run / "config.yaml").data if (run / "config.yaml").is_file() \
+        else None
+    column = column or (data.text_column if data else "text")
+    pair_column = pair_column or (data.text_pair_column if data else None)
+    return read_column(path, column, pair_column=pair_column)
 
 
 def evaluate_file(run_dir: str | Path, path: str | Path) -> dict[str, Any]:
     """Metrics of a finished run on a labelled file read with the run's column names."""
-    adapter, labels, cfg = load_run(run_dir)
-    inputs, raw_labels, _ = read_table(path, cfg.data.text_column, cfg.data.label_column)
-    index = {name: i for i, name in enumerate(labels)}
-    unknown = sorted(set(raw_labels) - set(index))
+    adapter, task, cfg = load_run(run_dir)
+    raw = read_path(Path(path), cfg.data.text_column, cfg.data.label_column, "the data file",
+                    pair_column=cfg.data.text_pair_column,
+                    blank_labels=task.type == "multilabel")
+    coder = LabelCoder(task.type, cfg.data.label_separator)
+    unknown = sorted(set(coder.names(raw)) - set(task.label_names))
     if unknown:
         raise WarmstartError(f"labels {unknown[:5]} in {path} are not among the run's labels "
-                             f"{labels[:10]}; evaluate only on classes the model was trained on")
-    y = np.array([index[v] for v in raw_labels], dtype=np.int64)
-    return metrics_from_logits(logits_for(adapter, inputs), y, labels, full=True)
+                             f"{task.label_names[:10]}; evaluate only on labels the model was "
+                             "trained on")
+    examples = coder.examples(raw, task.label_names)
+    return task.metrics(logits_for(adapter, examples.inputs), examples.labels, full=True)

@@ -87,6 +87,11 @@ def fit_linear(head: nn.Linear, data: SolveData) -> str:
     """
     from sklearn.linear_model import LogisticRegression  # heavy import, only when used
 
+    if np.asarray(data.train_y).ndim != 1 or np.asarray(data.train_y).dtype.kind not in "iu":
+        raise WarmstartError(
+            "strategy.classifier=sklearn fits a logistic regression, which predicts one class; "
+            "for multilabel and regression tasks use strategy.classifier=torch")
+
     x = torch.as_tensor(data.train_x, dtype=torch.float32)
     has_bias = head.bias is not None
     # Without a bias in the head there is nowhere to fold a mean shift into: scale only.

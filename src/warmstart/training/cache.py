@@ -70,7 +70,7 @@ def cached_batches(model: nn.Module, head: nn.Module, batches: Batches,
                    device: torch.device) -> Batches:
     """`batches` with each example replaced by its cached head input."""
     feats = record(model, head, batches, device, inputs=True)
-    return Batches(feats, batches.labels.numpy().astype(np.int64), _stack, batches.batch_size,
+    return Batches(feats, batches.labels.numpy(), _stack, batches.batch_size,
                    shuffle=batches.shuffle, seed=batches.seed, accumulate=batches.accumulate,
                    rank=batches.rank, world=batches.world)
 

@@ -1,6 +1,6 @@
-"""Metrics: accuracy, macro precision/recall/F1, per-class report, confusion matrix.
+"""Run a model over a split: its outputs in example order, and the task's metrics on them.
 
-The arithmetic is scikit-learn's; this module only runs the model and arranges the numbers.
+The metrics themselves are the task's (`tasks.py`: scikit-learn's and scipy's arithmetic).
 """
 
 from __future__ import annotations
@@ -9,17 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.metrics import (
-    accuracy_score,
-    classification_report,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 from torch import nn
 
 from warmstart.data.batches import Batches
 from warmstart.models.base import logits_of
+from warmstart.tasks import Task
 from warmstart.tensors import move
 from warmstart.training.distributed import current, gather_all
 
@@ -28,7 +22,8 @@ from warmstart.training.distributed import current, gather_all
 def predict_logits(
     model: nn.Module, batches: Batches, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels for every example, in the examples' original order.
+    """Logits and labels (as the task encodes them) for every example, in the examples'
+    original order.
 
     Under data parallelism each process runs its share and the shares are gathered, so every
     process ends with the whole split's logits.
@@ -45,47 +40,18 @@ def predict_logits(
         parts = [p for rank in gather_all(current(), parts) for p in rank]
     n = batches.num_examples
     if not parts:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, 0), np.float32), batches.labels.numpy()[:0]
     logits_out = np.zeros((n, parts[0][1].shape[1]), dtype=np.float32)
-    labels_out = np.zeros(n, dtype=np.int64)
+    first = parts[0][2]
+    labels_out = np.zeros((n, *first.shape[1:]), dtype=first.dtype)
     for ids, logits, labels in parts:
         logits_out[ids] = logits
         labels_out[ids] = labels
     return logits_out, labels_out
 
 
-def metrics_from_logits(
-    logits: np.ndarray, labels: np.ndarray, label_names: list[str], *, full: bool = False
-) -> dict[str, Any]:
-    """Loss, accuracy and macro P/R/F1; with `full`, the per-class report and confusion matrix."""
-    if len(labels) == 0:
-        return {}
-    preds = logits.argmax(axis=1)
-    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
-    classes = list(range(len(label_names)))
-    p, r, f1, _ = precision_recall_fscore_support(
-        labels, preds, labels=classes, average="macro", zero_division=0
-    )
-    out: dict[str, Any] = {
-        "loss": loss,
-        "accuracy": float(accuracy_score(labels, preds)),
-        "precision_macro": float(p),
-        "recall_macro": float(r),
-        "f1_macro": float(f1),
-    }
-    if full:
-        out["per_class"] = classification_report(
-            labels, preds, labels=classes, target_names=label_names,
-            output_dict=True, zero_division=0,
-        )
-        out["confusion_matrix"] = confusion_matrix(labels, preds, labels=classes).tolist()
-    return out
-
-
-def evaluate(
-    model: nn.Module, batches: Batches, device: torch.device, label_names: list[str],
-    *, full: bool = False,
-) -> dict[str, Any]:
-    """Run the model over `batches` and compute the metrics."""
+def evaluate(model: nn.Module, batches: Batches, device: torch.device, task: Task, *,
+             full: bool = False) -> dict[str, Any]:
+    """Run the model over `batches` and compute the task's metrics."""
     logits, labels = predict_logits(model, batches, device)
-    return metrics_from_logits(logits, labels, label_names, full=full)
+    return task.metrics(logits, labels, full=full)

@@ -28,6 +28,7 @@ from warmstart.data.batches import Batches
 from warmstart.errors import WarmstartError
 from warmstart.models.base import logits_of
 from warmstart.strategies.base import Plan, train_mode
+from warmstart.tasks import lower_is_better
 from warmstart.tensors import move
 from warmstart.training import distributed
 from warmstart.training.callbacks import Callbacks, State
@@ -74,10 +75,11 @@ Score = Callable[[nn.Module, Batches], dict[str, Any]]
 
 
 def is_better(value: float, best: float | None, metric: str, min_delta: float = 0.0) -> bool:
-    """Whether `value` improves on `best` by more than `min_delta` (loss down, the rest up)."""
+    """Whether `value` improves on `best` by more than `min_delta` (loss, mse, mae down; the
+    rest up)."""
     if best is None:
         return True
-    return value < best - min_delta if metric == "loss" else value > best + min_delta
+    return value < best - min_delta if lower_is_better(metric) else value > best + min_delta
 
 
 def should_stop(history: list[dict[str, Any]], cfg: TrainConfig) -> bool:
@@ -124,6 +126,7 @@ def fit(model: nn.Module, plan: Plan, train: Batches, val: Batches, loss_fn: Los
         resume: continue from a checkpoint instead of starting fresh.
     """
     cfg, device = settings.train, settings.device
+    assert cfg.metric != "auto", "resolve train.metric for the task first (session.metric_for)"
     callbacks = callbacks or Callbacks([])
     place = distributed.current()
     if resume is not None:

@@ -28,8 +28,10 @@ from warmstart.config import RunConfig, dump_config
 from warmstart.data.base import Examples
 from warmstart.errors import WarmstartError
 from warmstart.files import atomic_dir, atomic_write_json, atomic_write_text, commit_dir
+from warmstart.models.base import record_task
 from warmstart.report.card import write_model_card
 from warmstart.summary import SUMMARY, ExampleCounts, LearningRates, Params, RunSummary, Versions
+from warmstart.tasks import TASKS
 from warmstart.training import distributed
 from warmstart.training.cache import prepare
 from warmstart.training.callbacks import Callbacks, MetricsLog, ProgressDisplay, log_sinks
@@ -153,7 +155,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     trainable, total = count_params(model)
     console.print(
         f"data {data.source}: {len(data.train)} train / {len(data.validation)} val / "
-        f"{len(data.test)} test, {len(data.label_names)} classes | strategy {cfg.strategy.name}: "
+        f"{len(data.test)} test | task {data.task.describe()} ({data.task_reason}) | "
+        f"strategy {cfg.strategy.name}: "
         f"{plan.notes} | trainable {trainable:,} of {total:,} ({trainable / total:.1%}) | "
         f"global batch {session.train.step_size} = {cfg.train.batch_size} x "
         f"{session.accumulate} accumulated x {place.world} processes | {session.device} "
@@ -180,12 +183,13 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         if ready.notes:
             console.print(ready.notes, highlight=False)
         if plan.solver is not None:
-            result = solve(ready.model, plan, ready.train, ready.val, session.score,
-                           session.class_weights)
+            result = solve(ready.model, plan, ready.train, ready.val,
+                           session.validation_score, session.class_weights)
         else:
             with ready.replay:
                 result = fit(ready.model, plan, ready.train, ready.val, session.loss_fn,
-                             session.score, session.settings, eval_modules=ready.eval_modules,
+                             session.validation_score, session.settings,
+                             eval_modules=ready.eval_modules,
                              callbacks=Callbacks(observers), resume=point,
                              checkpointer=Checkpointer(run_dir, cfg.checkpoint.every_steps,
                                                        cfg.checkpoint.keep_last,
@@ -197,7 +201,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         console.print(result.note, highlight=False)
 
     ready.model.load_state_dict(result.best_state)  # report and save the best epoch
-    val_metrics = session.score(model, session.val, full=True)
+    val_metrics = session.final_validation(model)  # multilabel: thresholds fitted here
+    task = session.task
     test_metrics = session.score(model, session.test, full=True) if session.test else {}
     train_metrics = session.score(model, session.batches(train_sample(
         data.train, len(data.validation), cfg.train.seed)))
@@ -206,7 +211,9 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     train_b = session.train
     if place.is_main and cfg.output.save_model:
         tmp = atomic_dir(run_dir / "model")
+        saved = task.fold_into(adapter.head)  # last use of the weights: changed in place
         adapter.save(tmp, data.label_names)
+        record_task(tmp, saved.to_dict())
         commit_dir(tmp, run_dir / "model")
 
     summary = RunSummary(
@@ -232,6 +239,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         seed=cfg.train.seed,
         versions=Versions(warmstart=__version__, torch=torch.__version__,
                           python=platform.python_version()),
+        task=task.type, metric=session.cfg.train.metric,
     )
     if not place.is_main:
         return summary  # the same run, measured here; only the main process writes
@@ -247,7 +255,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     table.add_column("metric")
     table.add_column("validation", justify="right")
     table.add_column("test", justify="right")
-    for key in ("accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"):
+    for key in TASKS[summary.task].metric_names:
         v, t = summary.validation.get(key), summary.test.get(key)
         table.add_row(key, f"{v:.4f}" if v is not None else "-",
                       f"{t:.4f}" if t is not None else "-")

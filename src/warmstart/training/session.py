@@ -24,13 +24,14 @@ from warmstart.config import RunConfig
 from warmstart.data import load_task
 from warmstart.data.base import Examples, TaskData
 from warmstart.data.batches import Batches
-from warmstart.errors import WarmstartError
+from warmstart.errors import WarmstartError, did_you_mean
 from warmstart.models import build_model
 from warmstart.models.base import Adapter
 from warmstart.strategies import STRATEGIES, STRATEGY_DEFAULTS, Plan
+from warmstart.tasks import Task
 from warmstart.training import distributed
 from warmstart.training.checkpoint import Resume
-from warmstart.training.evaluate import evaluate
+from warmstart.training.evaluate import evaluate, predict_logits
 from warmstart.training.loop import FitSettings
 from warmstart.training.loss import LossFn, make_loss
 from warmstart.training.regularize import make_penalty
@@ -132,9 +133,31 @@ class Session:
     def settings(self) -> FitSettings:
         return FitSettings(self.cfg.optim, self.cfg.train, self.lr, self.device, self.precision)
 
+    @property
+    def task(self) -> Task:
+        return self.data.task
+
     def score(self, model: nn.Module, batches: Batches, full: bool = False) -> dict[str, Any]:
-        """The metrics of `model` on `batches` (with `full`, the per-class report too)."""
-        return evaluate(model, batches, self.device, self.data.label_names, full=full)
+        """The metrics of `model` on `batches` (with `full`, the per-class report too).
+
+        Multilabel thresholds are those fitted by `final_validation` (0.5 before); validation
+        during training is scored through `validation_score`, which fits them first.
+        """
+        return evaluate(model, batches, self.device, self.task, full=full)
+
+    def validation_score(self, model: nn.Module, batches: Batches) -> dict[str, Any]:
+        """The per-epoch validation metrics, at the decision rule fitted on that validation
+        split (multilabel thresholds; the same rule the final model will use)."""
+        logits, labels = predict_logits(model, batches, self.device)
+        return self.task.tuned(logits, labels).metrics(logits, labels)
+
+    def final_validation(self, model: nn.Module) -> dict[str, Any]:
+        """Fit the task's decision rule on the validation split for `model` (the kept
+        weights), keep it for test scoring and saving, and return the full validation
+        metrics at it (one pass over the split for both)."""
+        logits, labels = predict_logits(model, self.val, self.device)
+        self.data.task = self.task.tuned(logits, labels)
+        return self.task.metrics(logits, labels, full=True)
 
     def batches(self, split: Examples) -> Batches:
         """Evaluation batches of any examples of this task."""
@@ -164,9 +187,10 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     split_seed = cfg.data.split_seed if cfg.data.split_seed is not None else cfg.train.seed
-    data = load_task(cfg.data, split_seed)
+    data = load_task(cfg.data, split_seed, cfg.task)
+    metric = metric_for(cfg, data.task)
     seed_everything(cfg.train.seed)  # the new head's initialisation follows the seed
-    adapter = build_model(cfg.model, len(data.label_names), seed=cfg.train.seed)
+    adapter = build_model(cfg.model, data.task.num_outputs, seed=cfg.train.seed)
     if adapter.kind != data.kind:
         raise WarmstartError(f"model {cfg.model.name!r} reads {adapter.kind} but data "
                              f"{cfg.data.name!r} holds {data.kind}; pick a matching pair")
@@ -177,17 +201,18 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     lr = chosen.lr
     cfg = dataclasses.replace(
         cfg, optim=dataclasses.replace(cfg.optim, lr=chosen.lr, head_lr=chosen.head_lr),
-        train=dataclasses.replace(cfg.train, epochs=chosen.epochs))
-    weights = class_weights_for(cfg, data.train.labels, len(data.label_names))
+        train=dataclasses.replace(cfg.train, epochs=chosen.epochs, metric=metric))
+    weights = data.task.class_weights(data.train.labels, cfg.train.class_weights)
     # Anchored to the pretrained weights, before any checkpoint is loaded.
     penalty = make_penalty(plan, adapter.head, cfg.regularize)
-    loss_fn = make_loss(label_smoothing=cfg.regularize.label_smoothing, class_weights=weights,
-                        penalty=penalty)
+    loss_fn = make_loss(data.task, label_smoothing=cfg.regularize.label_smoothing,
+                        class_weights=weights, penalty=penalty)
     accumulate = accumulation_for(cfg, place, resume)
     train = batches_for(adapter, data.train, cfg, train=True, place=place, accumulate=accumulate)
     if plan.calibrate is not None and resume is None:
         # Measured with the task's plain loss: how much the new task asks of each group.
-        plan = plan.with_scales(plan.calibrate(adapter.module, train, device, make_loss()))
+        plan = plan.with_scales(plan.calibrate(adapter.module, train, device,
+                                               make_loss(data.task)))
     if chosen.head_lr is not None:
         plan = plan.with_head_scale(chosen.head_lr / lr)
     return Session(
@@ -274,15 +299,16 @@ def accumulation_for(cfg: RunConfig, place: distributed.Dist, resume: Resume | N
     return step_size // per_step
 
 
-def class_weights_for(cfg: RunConfig, labels: np.ndarray, n: int) -> torch.Tensor | None:
-    """Loss weights per class: none, `balanced` (n / (k * count), as scikit-learn), or given."""
-    spec = cfg.train.class_weights
-    if spec == "none":
-        return None
-    if spec == "balanced":
-        counts = np.bincount(labels, minlength=n).astype(np.float64)
-        return torch.tensor(len(labels) / (n * np.maximum(counts, 1)), dtype=torch.float32)
-    if len(spec) != n:
-        raise WarmstartError(f"config key 'train.class_weights': {len(spec)} weights given for "
-                             f"{n} classes; give one per class in label order")
-    return torch.tensor(spec, dtype=torch.float32)
+def metric_for(cfg: RunConfig, task: Task) -> str:
+    """`train.metric` checked against the task's metrics (auto: the task's natural one)."""
+    if cfg.train.metric == "auto":
+        return task.natural_metric
+    if cfg.train.metric not in task.metric_names:
+        raise WarmstartError(
+            f"config key 'train.metric': {cfg.train.metric!r} is not a {task.type} metric"
+            f"{did_you_mean(cfg.train.metric, list(task.metric_names))}; use one of "
+            f"{', '.join(task.metric_names)} (or auto: {task.natural_metric})")
+    if task.type == "regression" and cfg.regularize.label_smoothing:
+        raise WarmstartError("regularize.label_smoothing does not apply to regression; "
+                             "set it to 0")
+    return cfg.train.metric

@@ -1,0 +1,98 @@
+"""Regression, pair classification and multilabel on real data (issue #13).
+
+    python bench/tasks.py --part stsb          # one part (see PARTS; --list)
+    python bench/tasks.py --table              # the results, Markdown
+
+Each run is its own `warmstart train` process (`quality.train_summary`) on
+`../shared/data/{stsb,mrpc,goemotions}` read by path, with minilm-l6 at 128 tokens; the task
+type is inferred from the labels (STS-B's scores: regression; GoEmotions' `;`-joined cells:
+multilabel), the pair column is given. Rows go to `bench/results/tasks-runs.csv` as each run
+finishes; a row already there is reused, not rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from _common import DATA_ROOT, RESULTS
+from quality import append, done_keys, spec_overrides, train_summary
+
+RUNS_CSV = RESULTS / "tasks-runs.csv"
+FIELDS = ["key", "part", "strategy", "seed", "task", "metrics", "epochs", "lr", "trainable",
+          "train_seconds", "wall_seconds", "load_before", "when"]
+# What each task reports in the table (test split).
+SHOWN = {"regression": ["spearman", "pearson", "mse"],
+         "classification": ["accuracy", "f1_macro"],
+         "multilabel": ["f1_macro", "f1_micro", "subset_accuracy"]}
+MODEL = ["model.name=minilm-l6", "model.max_length=128"]
+
+
+def files(name: str, label: str = "label", pair: bool = True) -> list[str]:
+    root = DATA_ROOT / name
+    return [f"data.name={root / 'train.csv'}", f"data.validation={root / 'dev.csv'}",
+            f"data.test={root / 'test.csv'}", f"data.label_column={label}", *MODEL,
+            *(["data.text_pair_column=text_pair"] if pair else [])]
+
+
+PARTS: dict[str, tuple[list[str], list[str]]] = {
+    "stsb": (files("stsb"), ["full:train.epochs=3", "lora:train.epochs=3", "head"]),
+    "mrpc": (files("mrpc"), ["full:train.epochs=3", "lora:train.epochs=3", "head"]),
+    "goemotions": (files("goemotions", "labels", pair=False), ["head", "features"]),
+    "goemotions-full": (files("goemotions", "labels", pair=False), ["full:train.epochs=2"]),
+}
+
+
+def run_one(part: str, spec: str, seed: int) -> dict[str, str]:
+    s, wall, load = train_summary(PARTS[part][0], spec, seed)
+    task = s.get("task", "classification")
+    shown = {k: round(s["test"][k], 4) for k in SHOWN[task] if k in s["test"]}
+    return {"key": f"{part}|{spec}|{seed}", "part": part, "strategy": spec, "seed": str(seed),
+            "task": task, "metrics": " ".join(f"{k}={v}" for k, v in shown.items()),
+            "epochs": str(s["epochs"]), "lr": f"{s['lr']['base']:g}",
+            "trainable": str(s["params"]["trainable"]),
+            "train_seconds": f"{s['train_seconds']:.1f}", "wall_seconds": f"{wall:.1f}",
+            "load_before": f"{load:.2f}", "when": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def table() -> str:
+    lines = ["| part | strategy | task | test metrics | trainable params | epochs | lr | "
+             "train s | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in done_keys(RUNS_CSV).values():
+        lines.append(f"| {r['part']} | {r['strategy']} | {r['task']} | {r['metrics']} | "
+                     f"{int(r['trainable']):,} | {r['epochs']} | {r['lr']} | "
+                     f"{float(r['train_seconds']):.0f} | {r['load_before']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", action="append", default=[], choices=sorted(PARTS))
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    if args.list:
+        for part, (_, specs) in PARTS.items():
+            print(f"{part}: {', '.join(specs)}")
+        return 0
+    if args.table:
+        print(table())
+        return 0
+    done = done_keys(RUNS_CSV)
+    for part in args.part:
+        for spec in PARTS[part][1]:
+            spec_overrides(spec)  # fail early on a malformed spec
+            for seed in range(args.seeds):
+                key = f"{part}|{spec}|{seed}"
+                if key not in done:
+                    row = run_one(part, spec, seed)
+                    append(row, RUNS_CSV, FIELDS)
+                    print(f"{key}: {row['metrics']} ({row['train_seconds']} s train, "
+                          f"load {row['load_before']})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

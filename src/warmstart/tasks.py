@@ -1,0 +1,388 @@
+"""What a run predicts and how it is scored: one label, several labels, or a number.
+
+A `Task` owns everything that differs between them, so the loop, the caches, the strategies
+and the adapters stay the same for all three:
+
+| type | outputs | labels (array) | loss | prediction | natural metric |
+|---|---|---|---|---|---|
+| classification | per class | class index (int64) | cross-entropy | argmax | accuracy |
+| multilabel | per label | 0/1 per label (float32) | BCE with logits | p >= threshold | f1_macro |
+| regression | 1 | the value (float32) | mean squared error | the value | spearman |
+
+The metrics are scikit-learn's and scipy's; this module arranges them. Multilabel decision
+thresholds are tuned on the validation split (one global value or one per label,
+`task.thresholds`) and saved with the model, so `predict` decides as the evaluation did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from warmstart.errors import WarmstartError
+
+TASK_TYPES = ("classification", "multilabel", "regression")
+# Validation metrics where lower is better (the rest: higher is better).
+LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
+# Candidate multilabel thresholds on the predicted probability.
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric in LOWER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class Task:
+    """The task of a run; `label_names` name the head's outputs in order."""
+
+    label_names: list[str]
+    type: ClassVar[str] = ""
+    natural_metric: ClassVar[str] = ""
+    metric_names: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.label_names)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self, logits: np.ndarray, labels: np.ndarray, *, full: bool = False
+                ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def predictions(self, logits: np.ndarray) -> list[dict[str, Any]]:
+        """What `predict` returns for each input."""
+        raise NotImplementedError
+
+    def class_weights(self, labels: np.ndarray, spec: list[float] | str) -> torch.Tensor | None:
+        """The loss weights `train.class_weights` asks for, or None."""
+        return None if spec == "none" else _refuse(
+            f"train.class_weights does not apply to {self.type}; leave it at none")
+
+    def tuned(self, logits: np.ndarray, labels: np.ndarray) -> Task:
+        """The task with its decision rule fitted on these (validation) outputs."""
+        return self
+
+    def fold_into(self, head: torch.nn.Module) -> Task:
+        """Fold output transforms into the trained `head` before saving (changes it in
+        place) and return the task the saved model then has."""
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the saved model records (read back by `task_from_dict`)."""
+        return {"type": self.type, "labels": list(self.label_names)}
+
+    def describe(self) -> str:
+        return f"{self.type}, {self.num_outputs} outputs"
+
+
+def _weights(spec: list[float] | str, n: int, what: str,
+             balanced: Callable[[], np.ndarray]) -> torch.Tensor | None:
+    """`train.class_weights`: none, balanced (computed by `balanced`), or one number per
+    output (`what`: class or label)."""
+    if spec == "none":
+        return None
+    if spec == "balanced":
+        return torch.tensor(balanced(), dtype=torch.float32)
+    if isinstance(spec, str) or len(spec) != n:
+        many = {"class": "classes", "label": "labels"}[what]
+        count = repr(spec) if isinstance(spec, str) else f"{len(spec)} weights"
+        raise WarmstartError(f"config key 'train.class_weights': {count} given for {n} {many}; "
+                             f"give none, balanced, or one per {what} in label order")
+    return torch.tensor(spec, dtype=torch.float32)
+
+
+def _refuse(message: str) -> Any:
+    raise WarmstartError(message)
+
+
+@dataclass(frozen=True)
+class Classification(Task):
+    """One label per example out of `label_names`."""
+
+    type: ClassVar[str] = "classification"
+    natural_metric: ClassVar[str] = "accuracy"
+    metric_names: ClassVar[tuple[str, ...]] = (
+        "accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
+
+    def loss(self, logits, labels, *, label_smoothing=0.0, weight=None):
+        return F.cross_entropy(logits, labels, weight=weight, label_smoothing=label_smoothing)
+
+    def metrics(self, logits, labels, *, full=False):
+        from sklearn.metrics import (
+            accuracy_score,
+            classification_report,
+            confusion_matrix,
+            precision_recall_fscore_support,
+        )
+
+        if len(labels) == 0:
+            return {}
+        preds = logits.argmax(axis=1)
+        classes = list(range(self.num_outputs))
+        p, r, f1, _ = precision_recall_fscore_support(
+            labels, preds, labels=classes, average="macro", zero_division=0)
+        out: dict[str, Any] = {
+            "loss": F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item(),
+            "accuracy": float(accuracy_score(labels, preds)),
+            "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f1),
+        }
+        if full:
+            out["per_class"] = classification_report(
+                labels, preds, labels=classes, target_names=self.label_names,
+                output_dict=True, zero_division=0)
+            out["confusion_matrix"] = confusion_matrix(labels, preds, labels=classes).tolist()
+        return out
+
+    def predictions(self, logits):
+        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        return [{"label": self.label_names[int(row.argmax())],
+                 "probabilities": dict(zip(self.label_names, map(float, row)))}
+                for row in probs]
+
+    def class_weights(self, labels, spec):
+        """none, `balanced` (n / (k * count), as scikit-learn), or one weight per class."""
+        return _weights(spec, self.num_outputs, "class", lambda: len(labels) / (
+            self.num_outputs * np.maximum(np.bincount(labels, minlength=self.num_outputs), 1)))
+
+    def describe(self) -> str:
+        return f"classification, {self.num_outputs} classes"
+
+
+@dataclass(frozen=True)
+class Multilabel(Task):
+    """Any number of labels per example (none included) out of `label_names`.
+
+    Attributes:
+        per_label: tune one threshold per label (`task.thresholds=per_label`) instead of one
+            for all.
+        thresholds: the decision threshold of each label on its probability (0.5 until tuned).
+    """
+
+    per_label: bool = False
+    thresholds: tuple[float, ...] = field(default=())
+    type: ClassVar[str] = "multilabel"
+    natural_metric: ClassVar[str] = "f1_macro"
+    metric_names: ClassVar[tuple[str, ...]] = (
+        "f1_macro", "f1_micro", "precision_macro", "recall_macro", "precision_micro",
+        "recall_micro", "subset_accuracy", "loss")
+
+    def cut(self) -> np.ndarray:
+        return np.asarray(self.thresholds or [0.5] * self.num_outputs, dtype=np.float64)
+
+    def loss(self, logits, labels, *, label_smoothing=0.0, weight=None):
+        # Smoothing pulls each 0/1 target toward 1/2; `weight` is BCE's pos_weight.
+        target = labels * (1 - label_smoothing) + label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+
+    def metrics(self, logits, labels, *, full=False):
+        from sklearn.metrics import (
+            accuracy_score,
+            classification_report,
+            precision_recall_fscore_support,
+        )
+
+        if len(labels) == 0:
+            return {}
+        y = labels.astype(np.int64)
+        preds = (_sigmoid(logits) >= self.cut()).astype(np.int64)
+        out: dict[str, Any] = {"loss": F.binary_cross_entropy_with_logits(
+            torch.from_numpy(logits), torch.from_numpy(labels.astype(np.float32))).item()}
+        for average in ("macro", "micro"):
+            p, r, f1, _ = precision_recall_fscore_support(y, preds, average=average,
+                                                          zero_division=0)
+            out |= {f"f1_{average}": float(f1), f"precision_{average}": float(p),
+                    f"recall_{average}": float(r)}
+        out["subset_accuracy"] = float(accuracy_score(y, preds))
+        if full:
+            out["per_label"] = classification_report(
+                y, preds, target_names=self.label_names, output_dict=True, zero_division=0)
+            out["thresholds"] = dict(zip(self.label_names, map(float, self.cut())))
+        return out
+
+    def predictions(self, logits):
+        probs, cut = _sigmoid(logits), self.cut()
+        return [{"labels": [n for n, p, t in zip(self.label_names, row, cut) if p >= t],
+                 "probabilities": dict(zip(self.label_names, map(float, row)))}
+                for row in probs]
+
+    def class_weights(self, labels, spec):
+        """BCE's pos_weight per label: `balanced` = negatives / positives, or given."""
+        positives = labels.sum(axis=0).astype(np.float64)
+        return _weights(spec, self.num_outputs, "label",
+                        lambda: (len(labels) - positives) / np.maximum(positives, 1))
+
+    def tuned(self, logits, labels):
+        """Thresholds that maximise F1 on these outputs: macro-F1 over one shared value, or
+        each label's own F1 (`per_label`); ties go to the value nearest 0.5."""
+        from sklearn.metrics import f1_score
+
+        if len(labels) == 0:
+            return self
+        probs, y = _sigmoid(logits), labels.astype(np.int64)
+        order = sorted(THRESHOLD_GRID, key=lambda t: abs(t - 0.5))
+        if not self.per_label:
+            best = max(order, key=lambda t: f1_score(y, (probs >= t).astype(np.int64),
+                                                     average="macro", zero_division=0))
+            return replace(self, thresholds=(float(best),) * self.num_outputs)
+        cuts = tuple(float(max(order, key=lambda t: f1_score(
+            y[:, j], (probs[:, j] >= t).astype(np.int64), zero_division=0)))
+            for j in range(self.num_outputs))
+        return replace(self, thresholds=cuts)
+
+    def to_dict(self):
+        return {**super().to_dict(), "per_label": self.per_label,
+                "thresholds": list(map(float, self.cut()))}
+
+    def describe(self) -> str:
+        how = "per-label" if self.per_label else "one global"
+        return f"multilabel, {self.num_outputs} labels, {how} threshold tuned on validation"
+
+
+@dataclass(frozen=True)
+class Regression(Task):
+    """One number per example; `label_names` holds the one output's name.
+
+    The head learns the standardised target `(y - mean) / scale` (the training split's mean
+    and standard deviation): a new head starts near 0 and, at a pretrained model's small
+    learning rate, cannot move its output to a target living at, say, 0-5 in a few epochs.
+    Predictions undo it, and the saved model has it folded into its last linear layer
+    (`fold_into`), so it outputs the target itself, for transformers users too.
+    """
+
+    mean: float = 0.0
+    scale: float = 1.0
+    type: ClassVar[str] = "regression"
+    natural_metric: ClassVar[str] = "spearman"
+    metric_names: ClassVar[tuple[str, ...]] = ("spearman", "pearson", "mse", "mae", "r2",
+                                               "loss")
+
+    @staticmethod
+    def fitted(label_names: list[str], values: np.ndarray) -> Regression:
+        """A regression task standardising like `values` (the training targets)."""
+        std = float(np.std(values)) if len(values) else 1.0
+        return Regression(label_names, mean=float(np.mean(values)) if len(values) else 0.0,
+                          scale=std if std > 0 else 1.0)
+
+    def values(self, logits: np.ndarray) -> np.ndarray:
+        """The predicted targets (the model outputs standardised ones)."""
+        return logits[:, 0].astype(np.float64) * self.scale + self.mean
+
+    def loss(self, logits, labels, *, label_smoothing=0.0, weight=None):
+        return F.mse_loss(logits.squeeze(-1), (labels - self.mean) / self.scale)
+
+    def metrics(self, logits, labels, *, full=False):
+        from scipy.stats import pearsonr, spearmanr
+        from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+        if len(labels) == 0:
+            return {}
+        pred, y = self.values(logits), labels.astype(np.float64)
+        mse = float(mean_squared_error(y, pred))
+        constant = np.ptp(pred) == 0 or np.ptp(y) == 0  # correlation undefined: report 0
+        out: dict[str, Any] = {
+            "loss": mse, "mse": mse, "mae": float(mean_absolute_error(y, pred)),
+            "r2": float(r2_score(y, pred)) if len(y) > 1 else 0.0,
+            "pearson": 0.0 if constant or len(y) < 2 else float(pearsonr(y, pred)[0]),
+            "spearman": 0.0 if constant or len(y) < 2 else float(spearmanr(y, pred)[0]),
+        }
+        if full:  # a sample of (true, predicted) pairs for the scatter plot
+            keep = np.linspace(0, len(y) - 1, min(len(y), 500)).astype(int)
+            out["pairs"] = [[float(y[i]), float(pred[i])] for i in keep]
+        return out
+
+    def predictions(self, logits):
+        return [{"score": float(v)} for v in self.values(logits)]
+
+    def fold_into(self, head: torch.nn.Module) -> Task:
+        linears = [m for m in head.modules() if isinstance(m, torch.nn.Linear)]
+        if not linears or linears[-1].bias is None:
+            return self  # nowhere to fold: the saved task keeps mean and scale
+        with torch.no_grad():
+            linears[-1].weight.mul_(self.scale)
+            linears[-1].bias.mul_(self.scale).add_(self.mean)
+        return replace(self, mean=0.0, scale=1.0)
+
+    def to_dict(self):
+        return {**super().to_dict(), "mean": self.mean, "scale": self.scale}
+
+    def describe(self) -> str:
+        return f"regression (target mean {self.mean:.3g}, sd {self.scale:.3g})"
+
+
+TASKS: dict[str, type[Task]] = {t.type: t for t in (Classification, Multilabel, Regression)}
+
+
+def make_task(kind: str, label_names: list[str], *, per_label: bool = False) -> Task:
+    if kind == "multilabel":
+        return Multilabel(label_names, per_label=per_label)
+    return TASKS[kind](label_names)
+
+
+def task_from_dict(meta: dict[str, Any] | None, label_names: list[str]) -> Task:
+    """The task a saved model recorded (models saved before tasks existed: classification)."""
+    if not meta:
+        return Classification(label_names)
+    if meta["type"] == "multilabel":
+        return Multilabel(label_names, per_label=bool(meta.get("per_label")),
+                          thresholds=tuple(meta.get("thresholds") or ()))
+    if meta["type"] == "regression":
+        return Regression(label_names, mean=float(meta.get("mean", 0.0)),
+                          scale=float(meta.get("scale", 1.0)))
+    return TASKS[meta["type"]](label_names)
+
+
+def infer_type(labels: list[str], separator: str) -> tuple[str, str]:
+    """The task type the label cells suggest, and why (printed at start).
+
+    Cells holding `separator` mean several labels: multilabel. Numbers written with a
+    decimal point or exponent mean a score: regression. Anything else, including integer
+    labels such as 0/1 or star ratings, is classification (set `task.type=regression` to
+    treat integers as scores).
+    """
+    cells = [c for c in labels if c]
+    several = sum(separator in c for c in cells)
+    if separator and several:
+        return "multilabel", (f"{several} label cells hold several labels joined by "
+                              f"{separator!r} (data.label_separator)")
+    numbers = [_number(c) for c in cells]
+    if cells and all(v is not None for v in numbers) and any(
+            not c.strip().lstrip("+-").isdigit() for c in cells):
+        return "regression", "every label is a number and some are not integers"
+    return "classification", "labels are names or integers (one per example)"
+
+
+def _number(cell: str) -> float | None:
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_number(cell: str, where: str) -> float:
+    """A regression label as a float, or a one-line error naming where it is."""
+    value = _number(cell)
+    if value is None:
+        raise WarmstartError(f"regression label {cell!r} in {where} is not a number; fix the "
+                             "cell, or set task.type=classification if the labels are names")
+    return value
+
+
+def split_cell(cell: str, separator: str) -> list[str]:
+    """The label names in one multilabel cell (blank: no label), stripped, each once."""
+    names = [n.strip() for n in cell.split(separator)] if separator else [cell.strip()]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
