@@ -79,6 +79,8 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
     "sweep-head-lr": (BANKING, [f"{s}:train.epochs=3:optim.head_lr={lr}" for s, lrs in (
         ("full", ["1e-3", "3e-3", "1e-2"]), ("partial", ["3e-3"]),
     ) for lr in lrs]),
+    # A larger base lr for full fine-tuning on banking77 instead (after head_lr 1e-3 lost).
+    "banking77-full-lr": (BANKING, ["full:train.epochs=3:optim.lr=1e-4"]),
     "sweep-image": (DIGITS, [f"{s}:optim.lr={lr}:train.epochs={ep}" for s, ep, lrs in (
         ("head", 10, ["1e-3", "1e-2", "3e-2"]), ("lora", 3, ["1e-3", "3e-3"]),
         ("bitfit", 3, ["1e-3", "1e-2"]), ("norm", 3, ["1e-3", "1e-2"]),
