@@ -190,3 +190,29 @@ def _trained_run(tmp_path):
     assert main(["train", *TINY, f"data.name={data}", f"output.dir={tmp_path}",
                  "output.name=one", "--quiet"]) == 0
     return tmp_path / "one"
+
+
+def test_second_compare_into_one_folder_fails_naming_the_holder(tmp_path):
+    from test_files import hold_lock
+
+    holder = hold_lock(tmp_path / "compare-x")
+    try:
+        with pytest.raises(WarmstartError, match=f"process {holder.pid}"):
+            compare.compare(None, [*TINY, f"output.dir={tmp_path}"], ["head"], "1", name="x",
+                            quiet=True)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert not (tmp_path / "compare-x" / "head-seed0").exists()
+
+
+def test_an_unfinished_run_with_another_config_is_not_restarted(tmp_path):
+    from warmstart.config import dump_config
+
+    head, full = compare.plan_runs(None, TINY, [parse_spec("head"), parse_spec("full")], [0],
+                                   tmp_path)
+    (head.run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+    (head.run_dir / "config.yaml").write_text(dump_config(full.cfg))  # trained another way
+    with pytest.raises(WarmstartError, match="unfinished run with a different strategy"):
+        compare.ensure_run(head, tmp_path / "logs")
+    assert (head.run_dir / "checkpoints" / "step-00000004").is_dir()

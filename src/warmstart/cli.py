@@ -33,6 +33,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from warmstart.training.run import train
 
     if args.resume:
+        if args.overwrite:
+            raise WarmstartError("--resume continues a run and --overwrite starts it over; "
+                                 "pass one of them")
         # The run continues exactly as configured: its saved config is the only config.
         if args.config or args.overrides:
             raise WarmstartError("--resume takes the run's saved config.yaml; drop -c and "
@@ -62,6 +65,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}  "
           f"precision_macro {metrics['precision_macro']:.4f}  "
           f"recall_macro {metrics['recall_macro']:.4f}  loss {metrics['loss']:.4f}")
+    if metrics.get("absent_classes"):
+        absent = metrics["absent_classes"]
+        print(f"note: {len(absent)} of the run's classes do not occur in {args.data} "
+              f"({', '.join(map(str, absent[:10]))}{', ...' if len(absent) > 10 else ''}); "
+              "the macro scores average over the classes it holds")
     return 0
 
 

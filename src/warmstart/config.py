@@ -201,7 +201,10 @@ class OutputConfig:
 
     dir: str = _f("runs", "parent folder of run directories")
     name: str | None = _f(None, "run directory name; null = `<model>-<data>-<strategy>`")
-    overwrite: bool = _f(False, "replace a finished run of the same name")
+    overwrite: bool = _f(
+        False, "replace a run of the same name, finished or not (an unfinished one is "
+        "otherwise continued only by `warmstart train --resume RUN`)"
+    )
     save_model: bool = _f(True, "save the fine-tuned weights (safetensors) with the label map")
 
 

@@ -6,12 +6,15 @@ none. Used by every part that writes a run's, a comparison's or an export's file
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from warmstart.errors import WarmstartError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -45,3 +48,89 @@ def commit_dir(tmp: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+
+
+LOCK = ".lock"
+
+
+class FolderLock:
+    """An exclusive lock on a folder that one process writes (a run, a comparison).
+
+    `fcntl.flock` on `<folder>/.lock`: the kernel drops it when the holder exits, however it
+    exits, so a SIGKILLed run leaves no lock that blocks `--resume`. The file holds the pid
+    of the holder, for the message a second writer gets. A folder this lock created (with
+    its missing parents) is removed again on release if nothing but the lock was put in it,
+    so a run refused before it wrote anything leaves no directory behind.
+
+    Use as a context manager; the second process fails at once with a WarmstartError.
+    """
+
+    def __init__(self, folder: Path, what: str, hint: str) -> None:
+        self.folder = Path(folder)
+        self.what = what  # e.g. "warmstart train", for the message
+        self.hint = hint  # what the second writer can do instead
+        self.fd: int | None = None
+        self.created: list[Path] = []
+
+    def __enter__(self) -> FolderLock:
+        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WarmstartError(f"cannot create {str(self.folder)!r}: "
+                                 f"{e.strerror or e}; choose a writable output.dir") from None
+        self.created = missing  # innermost first
+        path = self.folder / LOCK
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                self._release_created()
+                raise WarmstartError(f"cannot write in {str(self.folder)!r}: "
+                                     f"{e.strerror or e}; choose a writable output.dir") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip()
+                os.close(fd)
+                self._release_created()
+                who = f"process {holder}" if holder.isdigit() else "another process"
+                raise WarmstartError(f"{self.folder} is in use: {who} is writing to it "
+                                     f"({self.what}); {self.hint}") from None
+            # A releasing holder unlinks the file: the one we locked must still be the one there.
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is None:
+            return
+        (self.folder / LOCK).unlink(missing_ok=True)
+        os.close(self.fd)
+        self.fd = None
+        self._release_created()
+
+    def _release_created(self) -> None:
+        for folder in self.created:  # innermost first; stops at the first that is not empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def clear_folder(folder: Path) -> None:
+    """Remove everything in `folder` but its lock file (the folder stays, locked)."""
+    for entry in folder.iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

@@ -27,7 +27,15 @@ from rich.table import Table
 from warmstart.config import RunConfig, dump_config
 from warmstart.data.base import Examples
 from warmstart.errors import WarmstartError
-from warmstart.files import atomic_dir, atomic_write_json, atomic_write_text, commit_dir
+from warmstart.files import (
+    LOCK,
+    FolderLock,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    clear_folder,
+    commit_dir,
+)
 from warmstart.report.card import write_model_card
 from warmstart.summary import SUMMARY, ExampleCounts, LearningRates, Params, RunSummary, Versions
 from warmstart.training import distributed
@@ -97,9 +105,9 @@ def _start_run_dir(cfg: RunConfig, run_dir: Path, point: Resume | None) -> None:
             with metrics.open("r+b") as f:
                 f.truncate(point.metrics_bytes)
         return
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a failed or overwritten run, or nothing to resume: start clean
-    run_dir.mkdir(parents=True)
+    # A failed or overwritten run, or nothing to resume: start clean (the lock stays).
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clear_folder(run_dir)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     atomic_write_json(run_dir / "environment.json", environment(cfg.train.seed))
 
@@ -125,9 +133,48 @@ def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> RunSu
     """
     place, device_name = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, place, device_name, quiet=quiet, resume=resume)
+        if not place.is_main:  # only the main process writes the run directory
+            return _train(cfg, place, device_name, quiet=quiet, resume=resume)
+        # Held until the run ends: a second run into this directory fails at once, naming us.
+        with FolderLock(run_dir_of(cfg), "warmstart train",
+                        "wait for it to finish, or choose another output.name"):
+            return _train(cfg, place, device_name, quiet=quiet, resume=resume)
     finally:
         distributed.teardown()
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start where work would be lost: a finished run, an unfinished run with
+    checkpoints (unless `overwrite`), or a folder that is not a run directory at all.
+
+    Raises:
+        WarmstartError: naming the folder and the flag that says what to do.
+    """
+    if is_finished(run_dir):
+        if resume:
+            raise WarmstartError(
+                f"{run_dir} has finished: there is nothing to resume; to train it again from "
+                f"the start, run `warmstart train -c {run_dir / 'config.yaml'} --overwrite`")
+        if not overwrite:
+            raise WarmstartError(f"{run_dir} already holds a finished run; pass --overwrite "
+                                 "(or output.overwrite=true) or choose output.name")
+        return
+    if resume or not run_dir.is_dir():
+        return
+    latest = Checkpointer(run_dir, 0, 1).latest()
+    if latest is not None and not overwrite:
+        step = int(latest.name.removeprefix("step-"))
+        raise WarmstartError(
+            f"{run_dir} holds an unfinished run (checkpoint at step {step}); continue it with "
+            f"`warmstart train --resume {run_dir}`, or start over with --overwrite "
+            "(or choose output.name)")
+    others = [p.name for p in run_dir.iterdir() if p.name != LOCK]
+    if others and not (run_dir / "config.yaml").is_file():
+        # Starting clean deletes the folder's contents: only ever a run directory's.
+        raise WarmstartError(
+            f"{run_dir} exists and is not a warmstart run directory (it holds "
+            f"{', '.join(sorted(others)[:3])}{', ...' if len(others) > 3 else ''}); choose "
+            "another output.name or output.dir")
 
 
 def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
@@ -135,9 +182,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     quiet = quiet or not place.is_main  # one voice: only the main process talks and writes
     console = Console(stderr=True, quiet=quiet)
     run_dir = run_dir_of(cfg)
-    if is_finished(run_dir) and (resume or not cfg.output.overwrite):
-        raise WarmstartError(f"{run_dir} already holds a finished run; pass --overwrite "
-                             "(or output.overwrite=true) or choose output.name")
+    if place.is_main:
+        check_run_dir(run_dir, resume=resume, overwrite=cfg.output.overwrite)
     started = time.perf_counter()
     point = _resume_point(run_dir) if resume else None
     session = setup(cfg, place=place, device_name=device_name, resume=point)
