@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", help="YAML config file (sections as in the keys below)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run of this name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished or unfinished run of this name")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--resume", metavar="RUN",
                    help="continue a stopped run from its latest checkpoint, exactly")

@@ -57,14 +57,20 @@ def predict_logits(
 def metrics_from_logits(
     logits: np.ndarray, labels: np.ndarray, label_names: list[str], *, full: bool = False
 ) -> dict[str, Any]:
-    """Loss, accuracy and macro P/R/F1; with `full`, the per-class report and confusion matrix."""
+    """Loss, accuracy and macro P/R/F1; with `full`, the per-class report and confusion matrix.
+
+    Macro averages are over the classes that occur in `labels`: a class the examples do not
+    hold has no recall to measure, and counting it as 0 would halve the macro-F1 of a file
+    holding half the classes. Those classes are listed under `absent_classes`.
+    """
     if len(labels) == 0:
         return {}
     preds = logits.argmax(axis=1)
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     classes = list(range(len(label_names)))
+    present = sorted({int(y) for y in labels})
     p, r, f1, _ = precision_recall_fscore_support(
-        labels, preds, labels=classes, average="macro", zero_division=0
+        labels, preds, labels=present, average="macro", zero_division=0
     )
     out: dict[str, Any] = {
         "loss": loss,
@@ -73,11 +79,16 @@ def metrics_from_logits(
         "recall_macro": float(r),
         "f1_macro": float(f1),
     }
+    if len(present) < len(classes):
+        out["absent_classes"] = [label_names[i] for i in classes if i not in present]
     if full:
         out["per_class"] = classification_report(
             labels, preds, labels=classes, target_names=label_names,
             output_dict=True, zero_division=0,
         )
+        if len(present) < len(classes):  # the report's macro row as the macro scores above
+            out["per_class"]["macro avg"].update({
+                "precision": float(p), "recall": float(r), "f1-score": float(f1)})
         out["confusion_matrix"] = confusion_matrix(labels, preds, labels=classes).tolist()
     return out
 
