@@ -258,6 +258,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     check(cfg.model.max_length > 0, "model.max_length", "must be a positive integer")
     check(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, "model.dropout",
            "must be in [0, 1)")
+    check(cfg.data.text_column != cfg.data.label_column, "data.text_column",
+          f"{cfg.data.text_column!r} is also data.label_column: the model would read the "
+          "answer; set data.text_column to the column holding the input text")
     for k in ("val_fraction", "test_fraction"):
         check(0 <= getattr(cfg.data, k) < 1, f"data.{k}", "must be in [0, 1)")
     check(cfg.data.val_fraction + cfg.data.test_fraction < 0.9, "data.val_fraction",

@@ -55,7 +55,8 @@ def read_path(path: str | Path, text_column: str, label_column: str, key: str) -
     source = str(path)
     if dropped:
         # Not printed here (this layer stays silent); the source ends up in logs and the card.
-        source += f" ({dropped} rows without text or label dropped)"
+        source += (f" ({dropped} rows without text or label dropped; NaN, NA, null and the "
+                   "other pandas missing-value strings count as no label)")
     return RawSet("text", inputs, labels, source)
 
 
@@ -86,7 +87,7 @@ def read_table(
     if len(df) == 0:
         raise WarmstartError(f"data file {name} has a header but no rows; add examples to it")
     texts = [_as_str(v) for v in df[text_column].tolist()]
-    labels = [_as_str(v) for v in df[label_column].tolist()]
+    labels = [_missing_as_none(_as_str(v)) for v in df[label_column].tolist()]
     # Labels are stripped so "sport " and "sport" are one class; texts are kept as written.
     keep = [(t, lab.strip()) for t, lab in zip(texts, labels, strict=True) if t and lab]
     if not keep:
@@ -95,6 +96,17 @@ def read_table(
             f"and a label ({label_column!r}); fill those columns in"
         )
     return [t for t, _ in keep], [lab for _, lab in keep], len(df) - len(keep)
+
+
+# What pandas reads as missing (`pandas.read_csv`'s default na_values). A label cell holding
+# one of these is missing in every format: a CSV's "NaN" and a Parquet null alike drop the row.
+MISSING_LABELS = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
+def _missing_as_none(label: str | None) -> str | None:
+    return None if label is None or label.strip() in MISSING_LABELS else label
 
 
 def read_column(path: str | Path, column: str, key: str = "--column") -> list[str]:

@@ -206,6 +206,9 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         f"{session.precision}"
     )
     console.print(session.chosen.describe(), highlight=False)
+    warn = Console(stderr=True, quiet=not place.is_main)  # warnings print even with --quiet
+    for note in session.notes:
+        warn.print(note, highlight=False, markup=False)
     if session.adapter.extra.get("pooling_note"):
         console.print(f"pooling: {session.adapter.extra['pooling_note']}", highlight=False)
     console.print("peak lr per group: " + ", ".join(
