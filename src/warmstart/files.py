@@ -7,6 +7,7 @@ none. Used by every part that writes a run's, a comparison's or an export's file
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -134,3 +135,41 @@ def clear_folder(folder: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def fingerprint(path: Path) -> dict[str, Any]:
+    """What identifies a data file's content: size, mtime and a SHA-256 of the bytes.
+
+    A folder (of images) gets the total size, the newest mtime and a SHA-256 over its files'
+    relative paths, sizes and mtimes (hashing every image would cost more than it tells).
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        stats = [(str(p.relative_to(path)), p.stat()) for p in files]
+        listing = "\n".join(f"{name}\t{st.st_size}\t{st.st_mtime_ns}" for name, st in stats)
+        return {"size": sum(st.st_size for _, st in stats),
+                "mtime_ns": max((st.st_mtime_ns for _, st in stats), default=0),
+                "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+    st = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+
+
+def same_content(saved: dict[str, Any], path: Path) -> bool:
+    """Whether `path` still holds what `saved` (a `fingerprint`) describes.
+
+    Unchanged size and mtime mean unchanged; otherwise the hash decides, so a file that was
+    only touched, or copied back, still counts as the same.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    if not path.is_dir():
+        st = path.stat()
+        if (st.st_size, st.st_mtime_ns) == (saved.get("size"), saved.get("mtime_ns")):
+            return True
+    return fingerprint(path)["sha256"] == saved.get("sha256")

@@ -55,6 +55,7 @@ from warmstart.report.build import Groups, write_reports
 from warmstart.report.card import write_model_card
 from warmstart.summary import RunSummary, read_summary
 from warmstart.training.checkpoint import CHECKPOINTS, is_finished
+from warmstart.training.run import changed_data
 
 # What training (or reusing) one run gives: its summary, whether it was trained now, seconds.
 RunResult = tuple[RunSummary, bool, float]
@@ -300,9 +301,14 @@ def ensure_run(run: PlannedRun, log_dir: Path) -> tuple[RunSummary, bool]:
             raise WarmstartError(
                 f"{run.run_dir} holds a finished run with a different {mismatch}; pass "
                 "--overwrite to redo it, or --name to compare in a new folder")
+        changed = changed_data(run.run_dir, run.cfg)
+        if changed:  # same config, other data: its numbers are not this data's
+            raise WarmstartError(
+                f"{run.run_dir} was trained on other data ({changed} has changed since); "
+                "pass --overwrite to redo the runs, or --name to compare in a new folder")
         return read_summary(run.run_dir), False
     started = not finished and (run.run_dir / "config.yaml").is_file()
-    mismatch = _config_mismatch(run) if started else ""
+    mismatch = (_config_mismatch(run) or changed_data(run.run_dir, run.cfg)) if started else ""
     if (mismatch and not run.cfg.output.overwrite
             and (run.run_dir / CHECKPOINTS).is_dir()):  # its checkpoints are work to keep
         raise WarmstartError(

@@ -10,6 +10,7 @@ failed run never leaves a directory that looks complete.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from warmstart.config import RunConfig, dump_config
-from warmstart.data.base import Examples
+from warmstart.data.base import DATASETS, Examples
 from warmstart.errors import WarmstartError
 from warmstart.files import (
     LOCK,
@@ -35,6 +36,8 @@ from warmstart.files import (
     atomic_write_text,
     clear_folder,
     commit_dir,
+    fingerprint,
+    same_content,
 )
 from warmstart.report.card import write_model_card
 from warmstart.summary import SUMMARY, ExampleCounts, LearningRates, Params, RunSummary, Versions
@@ -110,6 +113,41 @@ def _start_run_dir(cfg: RunConfig, run_dir: Path, point: Resume | None) -> None:
     clear_folder(run_dir)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     atomic_write_json(run_dir / "environment.json", environment(cfg.train.seed))
+    atomic_write_json(run_dir / DATA_FILES, {key: {"path": path, **fingerprint(Path(path))}
+                                             for key, path in data_files(cfg).items()})
+
+
+DATA_FILES = "data_files.json"  # the data a run read: path, size, mtime, SHA-256 per key
+
+
+def data_files(cfg: RunConfig) -> dict[str, str]:
+    """The user's data files/folders a run reads, by config key (built-in sets have none)."""
+    out = {}
+    for key in ("name", "validation", "test"):
+        value = getattr(cfg.data, key)
+        if value is None or (key == "name" and value in DATASETS):
+            continue
+        path = Path(value).expanduser()
+        if path.exists():
+            out[f"data.{key}"] = str(path)
+    return out
+
+
+def changed_data(run_dir: Path, cfg: RunConfig) -> str:
+    """'' if the data files read by the run in `run_dir` still hold what they held when it
+    started; else the first one that changed, as `key path`. A run that recorded nothing
+    (older warmstart) counts as unchanged."""
+    saved_path = run_dir / DATA_FILES
+    if not saved_path.is_file():
+        return ""
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return DATA_FILES
+    for key, path in data_files(cfg).items():
+        if not isinstance(saved.get(key), dict) or not same_content(saved[key], Path(path)):
+            return f"{key} {path}"
+    return ""
 
 
 def environment(seed: int) -> dict[str, Any]:
@@ -185,6 +223,11 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     if place.is_main:
         check_run_dir(run_dir, resume=resume, overwrite=cfg.output.overwrite)
     started = time.perf_counter()
+    changed = changed_data(run_dir, cfg) if resume else ""
+    if changed:
+        raise WarmstartError(f"{run_dir} started on other data: {changed} has changed since; "
+                             "resuming would train on a mix. Start over with `warmstart train "
+                             f"-c {run_dir / 'config.yaml'} --overwrite`")
     point = _resume_point(run_dir) if resume else None
     session = setup(cfg, place=place, device_name=device_name, resume=point)
     data, plan, model = session.data, session.plan, session.model
