@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.errors import WarmstartError  # (the package sets HF_HUB_OFFLINE first)
+from warmstart.files import atomic_write_text, check_writable
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -58,10 +59,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from warmstart.ship.predict import evaluate_file
 
+    if args.output:
+        check_writable(Path(args.output), "--output")  # before the metrics are computed
     metrics = evaluate_file(args.run, args.data)
     text = json.dumps(metrics, indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(Path(args.output), text + "\n")
     print(f"accuracy {metrics['accuracy']:.4f}  f1_macro {metrics['f1_macro']:.4f}  "
           f"precision_macro {metrics['precision_macro']:.4f}  "
           f"recall_macro {metrics['recall_macro']:.4f}  loss {metrics['loss']:.4f}")
@@ -73,20 +76,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+PREDICTION_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json",
+                      ".parquet": "parquet"}
+
+
+def _prediction_format(output: str | None) -> str:
+    """The format `--output` names by its extension (checked before any work is done)."""
+    if output is None:
+        return "jsonl"
+    fmt = PREDICTION_FORMATS.get(Path(output).suffix.lower())
+    if fmt is None:
+        raise WarmstartError(f"--output {output!r}: unknown extension {Path(output).suffix!r}; "
+                             f"use one of {', '.join(PREDICTION_FORMATS)}")
+    check_writable(Path(output), "--output")
+    return fmt
+
+
 def _write_predictions(rows: list[dict[str, Any]], inputs: list[Any], output: str | None) -> None:
-    fmt = "csv" if output and output.endswith((".csv", ".tsv")) else "json"
-    if fmt == "json":
-        text = "\n".join(json.dumps({"input": str(x), **r}) for x, r in zip(inputs, rows)) + "\n"
+    fmt = _prediction_format(output)
+    labels = list(rows[0]["probabilities"]) if rows else []
+    table = [{"input": str(x), "label": r["label"],
+              **{f"p_{name}": r["probabilities"][name] for name in labels}}
+             for x, r in zip(inputs, rows)]
+    if fmt == "parquet":
+        import pandas as pd
+
+        pd.DataFrame(table, columns=["input", "label", *[f"p_{n}" for n in labels]]).to_parquet(
+            output, index=False)
+        return
+    if fmt == "jsonl":
+        text = "".join(json.dumps({"input": str(x), **r}) + "\n" for x, r in zip(inputs, rows))
+    elif fmt == "json":
+        text = json.dumps([{"input": str(x), **r} for x, r in zip(inputs, rows)], indent=1) + "\n"
     else:
         buf = io.StringIO()
-        labels = list(rows[0]["probabilities"]) if rows else []
-        writer = csv.writer(buf, delimiter="\t" if output.endswith(".tsv") else ",")
+        writer = csv.writer(buf, delimiter="\t" if fmt == "tsv" else ",")
         writer.writerow(["input", "label", *[f"p_{name}" for name in labels]])
         for x, r in zip(inputs, rows):
             writer.writerow([x, r["label"], *[f"{r['probabilities'][n]:.6f}" for n in labels]])
         text = buf.getvalue()
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        atomic_write_text(Path(output), text)
     else:
         sys.stdout.write(text)
 
@@ -96,6 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if bool(args.text) == bool(args.input):
         raise WarmstartError("give either --text \"...\" (repeatable) or --input FILE")
+    _prediction_format(args.output)  # a bad --output fails before the model runs
     if args.text:
         inputs = args.text
     else:
@@ -202,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", help="an input text (repeatable)")
     p.add_argument("--input", help="a CSV/TSV/JSONL/Parquet file of inputs")
     p.add_argument("--column", default="text", help="input column of --input (default: text)")
-    p.add_argument("--output", help="write here (.csv/.tsv or .json lines); default: stdout JSON")
+    p.add_argument("--output", help="write here, format by extension: .csv, .tsv, .jsonl "
+                   "(JSON lines), .json (one array), .parquet; default: JSON lines on stdout")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="compare strategies on the same data and seeds, with a "

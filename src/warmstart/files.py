@@ -18,11 +18,42 @@ from typing import Any
 from warmstart.errors import WarmstartError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def readable_by_others(path: str | Path, folder: bool = False) -> None:
+    """Give a temporary file or folder the permissions a plain write would have (0644/0755
+    under the usual umask): `tempfile` makes them 0600/0700, and a shared run directory must
+    be readable by colleagues."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: one line naming it.
+
+    Raises:
+        WarmstartError: the folder is missing or not writable, or `path` is a folder.
+    """
+    path = Path(path)
+    parent = path.parent
+    if path.is_dir():
+        raise WarmstartError(f"{what} {str(path)!r} is a folder; give a file name")
+    if not parent.is_dir():
+        raise WarmstartError(f"{what} {str(path)!r}: folder {str(parent)!r} does not exist; "
+                             "create it or choose another path")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise WarmstartError(f"{what} {str(path)!r} is not writable; choose another path")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        readable_by_others(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -41,7 +72,9 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def atomic_dir(final: Path) -> Path:
     """A fresh temporary sibling folder; `commit_dir` moves it to `final` in one rename."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    readable_by_others(tmp, folder=True)
+    return tmp
 
 
 def commit_dir(tmp: Path, final: Path) -> None:

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from warmstart.errors import WarmstartError
-from warmstart.files import atomic_dir, commit_dir
+from warmstart.files import atomic_dir, commit_dir, readable_by_others
 from warmstart.summary import SUMMARY
 from warmstart.training.distributed import Dist
 
@@ -158,6 +158,7 @@ class Checkpointer:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".best.", suffix=".tmp")
         os.close(fd)
         save_file(_weights(state), tmp)
+        readable_by_others(tmp)
         os.replace(tmp, self.dir / BEST)
 
     def all(self) -> list[Path]:
