@@ -171,3 +171,29 @@ def test_second_run_into_a_locked_directory_fails_naming_the_holder(tmp_path, ca
 def test_a_refused_run_leaves_no_directory(tmp_path, capsys):
     _fail(_train(tmp_path, [f"data.name={tmp_path / 'nope.csv'}"]), capsys)
     assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch, text_csv):
+    import warmstart.training.run as run_module
+
+    def interrupted(cfg, **_):
+        step = tmp_path / "runs" / "r" / "checkpoints" / "step-00000012"
+        step.mkdir(parents=True)
+        (step / "state.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train", interrupted)
+    assert main(_train(tmp_path, [f"data.name={text_csv}"])) == 130
+    err = capsys.readouterr().err
+    assert f"step 12 with `warmstart train --resume {tmp_path / 'runs' / 'r'}`" in err
+
+
+def test_quiet_still_prints_the_results_and_start_shows_only_changes(tmp_path, capsys,
+                                                                      text_csv):
+    assert main(_train(tmp_path, [f"data.name={text_csv}"])) == 0
+    out = capsys.readouterr().out
+    assert "f1_macro" in out and "best epoch" in out  # the final table, despite --quiet
+    assert main(["train", *TINY, f"data.name={text_csv}", f"output.dir={tmp_path / 'runs'}",
+                 "output.name=loud"]) == 0
+    err = capsys.readouterr().err
+    assert "config: model.name=tiny-bert" in err and "pooling: auto" not in err

@@ -47,12 +47,25 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  "`warmstart train` created")
         cfg = load_config(run / "config.yaml",
                           [f"output.dir={run.parent}", f"output.name={run.name}"])
-        train(cfg, quiet=args.quiet, resume=True)
-        return 0
-    overrides = list(args.overrides)
-    if args.overwrite:
-        overrides.append("output.overwrite=true")
-    train(load_config(args.config, overrides), quiet=args.quiet)
+    else:
+        overrides = list(args.overrides)
+        if args.overwrite:
+            overrides.append("output.overwrite=true")
+        cfg = load_config(args.config, overrides)
+    try:
+        train(cfg, quiet=args.quiet, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        from warmstart.training.checkpoint import Checkpointer
+        from warmstart.training.run import run_dir_of
+
+        run = run_dir_of(cfg)
+        latest = Checkpointer(run, 0, 1).latest()
+        print("warmstart: interrupted; " + (
+            f"continue from step {int(latest.name.removeprefix('step-'))} with "
+            f"`warmstart train --resume {run}`" if latest is not None else
+            "no checkpoint was written yet: run the same command again to start over"),
+            file=sys.stderr)
+        return 130
     return 0
 
 

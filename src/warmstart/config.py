@@ -376,6 +376,27 @@ def read_run_config(path: str | Path) -> RunConfig:
     return build_config(own_options_only(tree))
 
 
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_changes(cfg: RunConfig) -> list[str]:
+    """`key=value` for every key whose value is not the default (printed at start, where the
+    whole config would bury the warnings; config.yaml holds all of it)."""
+    defaults = _flat(RunConfig().to_dict())
+    # The chosen strategy's options against their own defaults.
+    own = _flat(from_dict({"strategy": {"name": cfg.strategy.name}}).to_dict())
+    defaults.update({k: v for k, v in own.items() if k not in defaults})
+    return [f"{key}={value}" for key, value in _flat(cfg.to_dict()).items()
+            if key not in defaults or defaults[key] != value]
+
+
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML (saved in the run directory, printed at start)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -183,18 +183,19 @@ def _read_frame(path: Path) -> pd.DataFrame:
     try:
         if suffix in (".csv", ".tsv", ".tab"):
             # dtype=str and no NA guessing: a label "01" or a text "NA" stays as written.
+            # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column.
             return pd.read_csv(
-                path, sep="," if suffix == ".csv" else "\t", dtype=str,
-                keep_default_na=False, encoding="utf-8",
+                path, sep=_delimiter(path) if suffix == ".csv" else "\t", dtype=str,
+                keep_default_na=False, encoding="utf-8-sig",
             )
         if suffix == ".parquet":
             return pd.read_parquet(path)
         lines = True
         if suffix == ".json":  # JSON lines, or one array of records: the first character says
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:
                 lines = f.read(1024).lstrip()[:1] != "["
         return pd.read_json(
-            path, lines=lines, dtype=False, encoding="utf-8"
+            path, lines=lines, dtype=False, encoding="utf-8-sig"
         )
     except UnicodeDecodeError:
         raise WarmstartError(
@@ -215,6 +216,18 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise WarmstartError(
             f"cannot read data file {name}: {e.strerror or e}; check its permissions"
         ) from None
+
+
+def _delimiter(path: Path) -> str:
+    """A .csv's delimiter, from its header row: `,` unless the header holds none and holds
+    `;` (as spreadsheets write under a decimal-comma locale), tabs or `|` instead."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = f.readline()
+    if "," in header:
+        return ","
+    counts = {sep: header.count(sep) for sep in (";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
 
 
 def _as_str(value: Any) -> str | None:

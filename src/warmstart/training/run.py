@@ -25,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from warmstart.config import RunConfig, dump_config
+from warmstart.config import RunConfig, config_changes, dump_config
 from warmstart.data.base import DATASETS, Examples
 from warmstart.errors import WarmstartError
 from warmstart.files import (
@@ -238,7 +238,10 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     distributed.barrier(place)  # the run directory is ready (and truncated on resume)
     console.print(f"[bold]warmstart {__version__}[/] -> {run_dir}"
                   + (f" (resuming at step {point.loop.step})" if point else ""))
-    console.print(dump_config(cfg), highlight=False, markup=False)
+    changes = config_changes(cfg)
+    console.print(f"config: {' '.join(changes) if changes else 'the defaults'} (the rest as "
+                  f"defaults; all of it in {run_dir / 'config.yaml'})", highlight=False,
+                  markup=False)
     trainable, total = count_params(model)
     console.print(
         f"data {data.source}: {len(data.train)} train / {len(data.validation)} val / "
@@ -329,7 +332,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         return summary  # the same run, measured here; only the main process writes
     write_model_card(run_dir, summary, session.cfg)
     atomic_write_json(run_dir / SUMMARY, summary.to_dict())  # last: marks the run finished
-    print_summary(summary, Console(quiet=quiet))
+    print_summary(summary, Console())  # the results print even with --quiet
     return summary
 
 
