@@ -8,6 +8,7 @@ naming the file and, where it helps, the config key to change.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -184,10 +185,10 @@ def _read_frame(path: Path) -> pd.DataFrame:
         if suffix in (".csv", ".tsv", ".tab"):
             # dtype=str and no NA guessing: a label "01" or a text "NA" stays as written.
             # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column.
-            return pd.read_csv(
-                path, sep=_delimiter(path) if suffix == ".csv" else "\t", dtype=str,
-                keep_default_na=False, encoding="utf-8-sig",
-            )
+            sep = _delimiter(path) if suffix == ".csv" else "\t"
+            _check_csv(path, sep)
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                               encoding="utf-8-sig")
         if suffix == ".parquet":
             return pd.read_parquet(path)
         lines = True
@@ -228,6 +229,28 @@ def _delimiter(path: Path) -> str:
     counts = {sep: header.count(sep) for sep in (";", "\t", "|")}
     best = max(counts, key=counts.get)
     return best if counts[best] else ","
+
+
+def _check_csv(path: Path, sep: str) -> None:
+    """What pandas lets through silently: a header naming a column twice (it renames the
+    second `label.1`) and broken quoting (an unclosed quote swallows the rows after it).
+    Python's csv reader in strict mode finds both, naming the line."""
+    name = repr(str(path))
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=sep, strict=True)
+        try:
+            header = next(reader, [])
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:
+                raise WarmstartError(f"data file {name} has {len(header)} columns, two of "
+                                     f"them named {twice[0]!r}; rename one in the header row")
+            for _ in reader:
+                pass
+        except csv.Error as e:
+            raise WarmstartError(
+                f"data file {name} line {reader.line_num}: broken quoting ({e}); a quote "
+                'inside a quoted text must be doubled ("") and every opened quote closed'
+            ) from None
 
 
 def _as_str(value: Any) -> str | None:

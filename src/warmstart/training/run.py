@@ -47,6 +47,7 @@ from warmstart.training.callbacks import Callbacks, MetricsLog, ProgressDisplay,
 from warmstart.training.checkpoint import (
     Checkpointer,
     Resume,
+    check_fits,
     is_finished,
     load_best,
     load_checkpoint,
@@ -278,6 +279,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
             result = solve(ready.model, plan, ready.train, ready.val, session.score,
                            session.class_weights)
         else:
+            if point is not None:
+                check_fits(ready.model, point, run_dir)
             with ready.replay:
                 result = fit(ready.model, plan, ready.train, ready.val, session.loss_fn,
                              session.score, session.settings, eval_modules=ready.eval_modules,
