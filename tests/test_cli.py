@@ -121,3 +121,79 @@ def test_ls_lists_registries(capsys):
     out = capsys.readouterr().out
     for name in ("minilm-l6", "efficientnet-lite0", "bbc-news", "digits", "mnist-5k", "full"):
         assert name in out
+
+
+def test_unfinished_run_is_refused_naming_resume_and_kept(tmp_path, capsys, text_csv):
+    args = _train(tmp_path, [f"data.name={text_csv}"])
+    assert main(args) == 0
+    run = tmp_path / "runs" / "r"
+    (run / "summary.json").unlink()  # as a run killed after its last checkpoint leaves it
+    checkpoints = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    assert checkpoints
+    capsys.readouterr()
+    err = _fail(args, capsys)
+    assert "unfinished" in err and f"--resume {run}" in err and "--overwrite" in err
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*")) == checkpoints
+    err = _fail(["train", "--resume", str(run), "--overwrite"], capsys)
+    assert "--resume" in err and "--overwrite" in err
+    assert main(["train", "--quiet", "--resume", str(run)]) == 0
+    capsys.readouterr()
+    err = _fail(["train", "--quiet", "--resume", str(run)], capsys)
+    assert "nothing to resume" in err and "--overwrite" in err and "pass --overwrite" not in err
+    (run / "summary.json").unlink()
+    assert main([*args, "--overwrite"]) == 0
+
+
+def test_a_folder_that_is_no_run_is_not_emptied(tmp_path, capsys, text_csv):
+    mine = tmp_path / "runs" / "r"
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("years of work")
+    err = _fail(_train(tmp_path, [f"data.name={text_csv}"], ["--overwrite"]), capsys)
+    assert "not a warmstart run directory" in err and "thesis.tex" in err
+    assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_second_run_into_a_locked_directory_fails_naming_the_holder(tmp_path, capsys, text_csv):
+    from test_files import hold_lock
+
+    holder = hold_lock(tmp_path / "runs" / "r")
+    try:
+        err = _fail(_train(tmp_path, [f"data.name={text_csv}"]), capsys)
+        assert f"process {holder.pid}" in err and "in use" in err
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert main(_train(tmp_path, [f"data.name={text_csv}"])) == 0  # the stale lock blocks nobody
+    assert (tmp_path / "runs" / "r" / "summary.json").is_file()
+    assert not (tmp_path / "runs" / "r" / ".lock").exists()
+
+
+def test_a_refused_run_leaves_no_directory(tmp_path, capsys):
+    _fail(_train(tmp_path, [f"data.name={tmp_path / 'nope.csv'}"]), capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch, text_csv):
+    import warmstart.training.run as run_module
+
+    def interrupted(cfg, **_):
+        step = tmp_path / "runs" / "r" / "checkpoints" / "step-00000012"
+        step.mkdir(parents=True)
+        (step / "state.pt").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train", interrupted)
+    assert main(_train(tmp_path, [f"data.name={text_csv}"])) == 130
+    err = capsys.readouterr().err
+    assert f"step 12 with `warmstart train --resume {tmp_path / 'runs' / 'r'}`" in err
+
+
+def test_quiet_still_prints_the_results_and_start_shows_only_changes(tmp_path, capsys,
+                                                                      text_csv):
+    assert main(_train(tmp_path, [f"data.name={text_csv}"])) == 0
+    out = capsys.readouterr().out
+    assert "f1_macro" in out and "best epoch" in out  # the final table, despite --quiet
+    assert main(["train", *TINY, f"data.name={text_csv}", f"output.dir={tmp_path / 'runs'}",
+                 "output.name=loud"]) == 0
+    err = capsys.readouterr().err
+    assert "config: model.name=tiny-bert" in err and "pooling: auto" not in err

@@ -4,6 +4,7 @@ its first run and resumed (tiny-bert on a 36-row CSV, one epoch per run)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -190,3 +191,58 @@ def _trained_run(tmp_path):
     assert main(["train", *TINY, f"data.name={data}", f"output.dir={tmp_path}",
                  "output.name=one", "--quiet"]) == 0
     return tmp_path / "one"
+
+
+def test_second_compare_into_one_folder_fails_naming_the_holder(tmp_path):
+    from test_files import hold_lock
+
+    holder = hold_lock(tmp_path / "compare-x")
+    try:
+        with pytest.raises(WarmstartError, match=f"process {holder.pid}"):
+            compare.compare(None, [*TINY, f"output.dir={tmp_path}"], ["head"], "1", name="x",
+                            quiet=True)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert not (tmp_path / "compare-x" / "head-seed0").exists()
+
+
+def test_an_unfinished_run_with_another_config_is_not_restarted(tmp_path):
+    from warmstart.config import dump_config
+
+    head, full = compare.plan_runs(None, TINY, [parse_spec("head"), parse_spec("full")], [0],
+                                   tmp_path)
+    (head.run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+    (head.run_dir / "config.yaml").write_text(dump_config(full.cfg))  # trained another way
+    with pytest.raises(WarmstartError, match="unfinished run with a different strategy"):
+        compare.ensure_run(head, tmp_path / "logs")
+    assert (head.run_dir / "checkpoints" / "step-00000004").is_dir()
+
+
+def test_a_finished_run_is_reused_only_while_its_data_is_unchanged(tmp_path):
+    from warmstart.config import read_run_config
+
+    run_dir = _trained_run(tmp_path)
+    data = tmp_path / "d.csv"
+    saved = json.loads((run_dir / "data_files.json").read_text())
+    assert saved["data.name"]["path"] == str(data) and len(saved["data.name"]["sha256"]) == 64
+    run = compare.PlannedRun(parse_spec("full"), 0, read_run_config(run_dir / "config.yaml"),
+                             tmp_path / "configs" / "one.yaml")
+    assert compare.ensure_run(run, tmp_path / "logs")[1] is False  # reused
+    os.utime(data, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched, same bytes
+    assert compare.ensure_run(run, tmp_path / "logs")[1] is False
+    with data.open("a") as f:
+        f.write('"one more sport match goal",sport\n')
+    with pytest.raises(WarmstartError, match=f"other data.*data.name {data}"):
+        compare.ensure_run(run, tmp_path / "logs")
+
+
+def test_resume_refuses_data_that_changed_since_the_start(tmp_path, capsys):
+    run_dir = _trained_run(tmp_path)
+    (run_dir / "summary.json").unlink()
+    with (tmp_path / "d.csv").open("a") as f:
+        f.write('"one more sport match goal",sport\n')
+    capsys.readouterr()
+    assert main(["train", "--quiet", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "other data" in err and "d.csv" in err and "--overwrite" in err

@@ -78,3 +78,21 @@ def test_shipped_configs_load_and_start_with_their_command(path):
     assert first == f"# warmstart train -c configs/{path.name}"
     cfg = load_config(path)
     assert cfg.output.name == path.stem
+
+
+def test_yaml_exponent_without_a_dot_is_the_number_users_mean(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 1e-4\n  eps: 1E-8\nregularize:\n  l2sp: 5e-3\n")
+    cfg = load_config(path)
+    assert (cfg.optim.lr, cfg.optim.eps, cfg.regularize.l2sp) == (1e-4, 1e-8, 5e-3)
+    path.write_text("optim:\n  lr: fast\n")
+    with pytest.raises(WarmstartError, match="optim.lr.*expected a number"):
+        load_config(path)
+
+
+def test_config_changes_lists_only_what_differs_from_the_defaults():
+    from warmstart.config import config_changes
+
+    assert config_changes(RunConfig()) == []
+    cfg = load_config(None, ["optim.lr=3e-5", "strategy.name=partial", "strategy.k=1"])
+    assert config_changes(cfg) == ["strategy.name=partial", "strategy.k=1", "optim.lr=3e-05"]

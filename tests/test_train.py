@@ -99,3 +99,73 @@ def test_real_minilm_loss_falls(tmp_path):
     losses = [r["train_loss"] for r in s.history]
     assert losses[1] < losses[0]
     assert s.test["accuracy"] > 0.5
+
+
+def _one_line_error(argv, capsys) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("warmstart: error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+def test_predict_writes_the_format_its_extension_names(golden, suffix):
+    import pandas as pd
+
+    tmp, _, _ = golden
+    out = tmp / f"pred{suffix}"
+    assert main(["predict", str(tmp / "runs" / "golden"), "--text", "goal match",
+                 "--text", "bake bread", "--output", str(out)]) == 0
+    if suffix == ".parquet":
+        frame = pd.read_parquet(out)
+    elif suffix == ".json":
+        frame = pd.DataFrame(json.loads(out.read_text()))
+    elif suffix == ".jsonl":
+        frame = pd.read_json(out, lines=True)
+    else:
+        frame = pd.read_csv(out, sep="\t" if suffix == ".tsv" else ",")
+    assert list(frame["label"]) == ["sport", "food"] and len(frame) == 2
+
+
+def test_unknown_or_unwritable_outputs_fail_before_any_work(golden, capsys):
+    tmp, data, _ = golden
+    run = str(tmp / "runs" / "golden")
+    err = _one_line_error(["predict", run, "--text", "x", "--output", str(tmp / "p.xlsx")],
+                          capsys)
+    assert "'.xlsx'" in err and ".parquet" in err and not (tmp / "p.xlsx").exists()
+    err = _one_line_error(["evaluate", run, "--data", str(data), "--output",
+                           str(tmp / "missing" / "m.json")], capsys)
+    assert "missing" in err and "does not exist" in err
+    (tmp / "afile").write_text("")
+    err = _one_line_error(["export", run, str(tmp / "afile" / "out")], capsys)
+    assert "afile" in err
+
+
+def test_predict_accepts_the_model_folder_and_points_a_stopped_run_to_resume(golden, capsys):
+    import shutil
+
+    tmp, _, _ = golden
+    assert main(["predict", str(tmp / "runs" / "golden" / "model"), "--text", "goal"]) == 0
+    assert "label" in json.loads(capsys.readouterr().out)
+    stopped = tmp / "runs" / "stopped"
+    shutil.copytree(tmp / "runs" / "golden", stopped)
+    (stopped / "summary.json").unlink()
+    err = _one_line_error(["predict", str(stopped), "--text", "goal"], capsys)
+    assert f"warmstart train --resume {stopped}" in err
+    err = _one_line_error(["evaluate", str(stopped), "--data", "x.csv"], capsys)
+    assert f"warmstart train --resume {stopped}" in err
+
+
+def test_run_files_are_readable_by_others(golden):
+    import os
+    import stat
+
+    tmp, _, _ = golden
+    mask = os.umask(0)
+    os.umask(mask)
+    run = tmp / "runs" / "golden"
+    for path in [run / "summary.json", run / "config.yaml", run / "README.md",
+                 run / "model" / "config.json", run / "checkpoints" / "best.safetensors"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+    for folder in [run / "model", *run.glob("checkpoints/step-*")]:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask, folder

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from warmstart.errors import WarmstartError  # (the package sets HF_HUB_OFFLINE first)
+from warmstart.files import atomic_write_text, check_writable
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -33,6 +34,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from warmstart.training.run import train
 
     if args.resume:
+        if args.overwrite:
+            raise WarmstartError("--resume continues a run and --overwrite starts it over; "
+                                 "pass one of them")
         # The run continues exactly as configured: its saved config is the only config.
         if args.config or args.overrides:
             raise WarmstartError("--resume takes the run's saved config.yaml; drop -c and "
@@ -43,50 +47,101 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  "`warmstart train` created")
         cfg = load_config(run / "config.yaml",
                           [f"output.dir={run.parent}", f"output.name={run.name}"])
-        train(cfg, quiet=args.quiet, resume=True)
-        return 0
-    overrides = list(args.overrides)
-    if args.overwrite:
-        overrides.append("output.overwrite=true")
-    train(load_config(args.config, overrides), quiet=args.quiet)
+    else:
+        overrides = list(args.overrides)
+        if args.overwrite:
+            overrides.append("output.overwrite=true")
+        cfg = load_config(args.config, overrides)
+    try:
+        train(cfg, quiet=args.quiet, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        from warmstart.training.checkpoint import Checkpointer
+        from warmstart.training.run import run_dir_of
+
+        run = run_dir_of(cfg)
+        latest = Checkpointer(run, 0, 1).latest()
+        print("warmstart: interrupted; " + (
+            f"continue from step {int(latest.name.removeprefix('step-'))} with "
+            f"`warmstart train --resume {run}`" if latest is not None else
+            "no checkpoint was written yet: run the same command again to start over"),
+            file=sys.stderr)
+        return 130
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from warmstart.ship.predict import evaluate_file
 
+    if args.output:
+        check_writable(Path(args.output), "--output")  # before the metrics are computed
     metrics = evaluate_file(args.run, args.data)
     text = json.dumps(metrics, indent=2)
     if args.output:
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(Path(args.output), text + "\n")
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    if metrics.get("absent_classes"):
+        absent = metrics["absent_classes"]
+        print(f"note: {len(absent)} of the run's classes do not occur in {args.data} "
+              f"({', '.join(map(str, absent[:10]))}{', ...' if len(absent) > 10 else ''}); "
+              "the macro scores average over the classes it holds")
     return 0
 
 
+PREDICTION_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json",
+                      ".parquet": "parquet"}
+
+
+def _prediction_format(output: str | None) -> str:
+    """The format `--output` names by its extension (checked before any work is done)."""
+    if output is None:
+        return "jsonl"
+    fmt = PREDICTION_FORMATS.get(Path(output).suffix.lower())
+    if fmt is None:
+        raise WarmstartError(f"--output {output!r}: unknown extension {Path(output).suffix!r}; "
+                             f"use one of {', '.join(PREDICTION_FORMATS)}")
+    check_writable(Path(output), "--output")
+    return fmt
+
+
 def _write_predictions(rows: list[dict[str, Any]], inputs: list[Any], output: str | None) -> None:
-    """JSON lines (stdout, or any other extension), or a CSV/TSV table with one column per
-    field: the input (and its pair), the label / labels (joined by ;) / score, and p_<label>."""
-    fmt = "csv" if output and output.endswith((".csv", ".tsv")) else "json"
-    if fmt == "json":
-        text = "\n".join(json.dumps({"input": list(x) if isinstance(x, tuple) else str(x), **r})
-                         for x, r in zip(inputs, rows)) + "\n"
+    """Write by the extension of `output` (JSON lines on stdout without one): one record per
+    input with the input (and its pair), what the task predicts (label / labels joined by ;
+    / score) and p_<label> for each probability; JSON keeps lists and nested probabilities."""
+    fmt = _prediction_format(output)
+    if fmt in ("jsonl", "json"):
+        records = [{"input": list(x) if isinstance(x, tuple) else str(x), **r}
+                   for x, r in zip(inputs, rows)]
+        text = ("".join(json.dumps(r) + "\n" for r in records) if fmt == "jsonl"
+                else json.dumps(records, indent=1) + "\n")
     else:
+        table = [_flat(x, r) for x, r in zip(inputs, rows)]
+        if fmt == "parquet":
+            import pandas as pd
+
+            pd.DataFrame(table).to_parquet(output, index=False)
+            return
         buf = io.StringIO()
-        labels = list(rows[0].get("probabilities", {})) if rows else []
-        fields = [k for k in (rows[0] if rows else {}) if k != "probabilities"]
-        pairs = bool(inputs) and isinstance(inputs[0], tuple)
-        writer = csv.writer(buf, delimiter="\t" if output.endswith(".tsv") else ",")
-        writer.writerow(["input", *(["input_pair"] if pairs else []), *fields,
-                         *[f"p_{name}" for name in labels]])
-        for x, r in zip(inputs, rows):
-            values = [";".join(v) if isinstance(v, list) else v for v in (r[k] for k in fields)]
-            writer.writerow([*(x if pairs else [x]), *values,
-                             *[f"{r['probabilities'][n]:.6f}" for n in labels]])
+        writer = csv.writer(buf, delimiter="\t" if fmt == "tsv" else ",")
+        if table:
+            writer.writerow(list(table[0]))
+        for record in table:
+            writer.writerow([f"{v:.6f}" if isinstance(v, float) and k.startswith("p_") else v
+                             for k, v in record.items()])
         text = buf.getvalue()
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        atomic_write_text(Path(output), text)
     else:
         sys.stdout.write(text)
+
+
+def _flat(x: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """One prediction as a flat record (a table row)."""
+    out: dict[str, Any] = ({"input": x[0], "input_pair": x[1]} if isinstance(x, tuple)
+                           else {"input": str(x)})
+    for key, value in row.items():
+        if key != "probabilities":
+            out[key] = ";".join(value) if isinstance(value, list) else value
+    return out | {f"p_{name}": p for name, p in row.get("probabilities", {}).items()}
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -97,6 +152,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.text_pair and len(args.text_pair) != len(args.text or []):
         raise WarmstartError(f"{len(args.text_pair)} --text-pair for {len(args.text or [])} "
                              "--text; give one --text-pair after each --text")
+    _prediction_format(args.output)  # a bad --output fails before the model runs
     if args.text:
         inputs = list(zip(args.text, args.text_pair)) if args.text_pair else args.text
     else:
@@ -185,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", help="YAML config file (sections as in the keys below)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run of this name")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished or unfinished run of this name")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--resume", metavar="RUN",
                    help="continue a stopped run from its latest checkpoint, exactly")
@@ -208,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input column of --input (default: the run's data.text_column)")
     p.add_argument("--pair-column", default=None,
                    help="pair column of --input (default: the run's data.text_pair_column)")
-    p.add_argument("--output", help="write here (.csv/.tsv or .json lines); default: stdout JSON")
+    p.add_argument("--output", help="write here, format by extension: .csv, .tsv, .jsonl "
+                   "(JSON lines), .json (one array), .parquet; default: JSON lines on stdout")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("compare", help="compare strategies on the same data and seeds, with a "

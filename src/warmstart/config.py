@@ -233,7 +233,10 @@ class OutputConfig:
 
     dir: str = _f("runs", "parent folder of run directories")
     name: str | None = _f(None, "run directory name; null = `<model>-<data>-<strategy>`")
-    overwrite: bool = _f(False, "replace a finished run of the same name")
+    overwrite: bool = _f(
+        False, "replace a run of the same name, finished or not (an unfinished one is "
+        "otherwise continued only by `warmstart train --resume RUN`)"
+    )
     save_model: bool = _f(True, "save the fine-tuned weights (safetensors) with the label map")
 
 
@@ -288,6 +291,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     check(cfg.model.max_length > 0, "model.max_length", "must be a positive integer")
     check(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, "model.dropout",
            "must be in [0, 1)")
+    check(cfg.data.text_column != cfg.data.label_column, "data.text_column",
+          f"{cfg.data.text_column!r} is also data.label_column: the model would read the "
+          "answer; set data.text_column to the column holding the input text")
     for k in ("val_fraction", "test_fraction"):
         check(0 <= getattr(cfg.data, k) < 1, f"data.{k}", "must be in [0, 1)")
     check(cfg.data.val_fraction + cfg.data.test_fraction < 0.9, "data.val_fraction",
@@ -402,6 +408,27 @@ def read_run_config(path: str | Path) -> RunConfig:
         raise WarmstartError(f"{path} is not a readable config.yaml; pass a run directory "
                              "that `warmstart train` created") from None
     return build_config(own_options_only(tree))
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_changes(cfg: RunConfig) -> list[str]:
+    """`key=value` for every key whose value is not the default (printed at start, where the
+    whole config would bury the warnings; config.yaml holds all of it)."""
+    defaults = _flat(RunConfig().to_dict())
+    # The chosen strategy's options against their own defaults.
+    own = _flat(from_dict({"strategy": {"name": cfg.strategy.name}}).to_dict())
+    defaults.update({k: v for k, v in own.items() if k not in defaults})
+    return [f"{key}={value}" for key, value in _flat(cfg.to_dict()).items()
+            if key not in defaults or defaults[key] != value]
 
 
 def dump_config(cfg: RunConfig) -> str:

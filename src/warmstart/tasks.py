@@ -129,17 +129,26 @@ class Classification(Task):
             return {}
         preds = logits.argmax(axis=1)
         classes = list(range(self.num_outputs))
+        # Macro averages are over the classes the examples hold: a class they do not hold has
+        # no recall to measure, and counting it as 0 would halve the macro-F1 of a file with
+        # half the classes. Those classes are listed under `absent_classes`.
+        present = sorted({int(y) for y in labels})
         p, r, f1, _ = precision_recall_fscore_support(
-            labels, preds, labels=classes, average="macro", zero_division=0)
+            labels, preds, labels=present, average="macro", zero_division=0)
         out: dict[str, Any] = {
             "loss": F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item(),
             "accuracy": float(accuracy_score(labels, preds)),
             "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f1),
         }
+        if len(present) < len(classes):
+            out["absent_classes"] = [self.label_names[i] for i in classes if i not in present]
         if full:
             out["per_class"] = classification_report(
                 labels, preds, labels=classes, target_names=self.label_names,
                 output_dict=True, zero_division=0)
+            if len(present) < len(classes):  # the report's macro row as the scores above
+                out["per_class"]["macro avg"].update(
+                    {"precision": float(p), "recall": float(r), "f1-score": float(f1)})
             out["confusion_matrix"] = confusion_matrix(labels, preds, labels=classes).tolist()
         return out
 

@@ -102,6 +102,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         raise WarmstartError(f"config key {key!r}: expected an integer, got {value!r}")
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads `lr: 1e-4` as a string: it is a number
+            value = scalar(value.strip())
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         raise WarmstartError(f"config key {key!r}: expected a number, got {value!r}")

@@ -49,12 +49,13 @@ from warmstart.config import (
     with_overrides,
 )
 from warmstart.errors import WarmstartError, did_you_mean
-from warmstart.files import atomic_write_text
+from warmstart.files import FolderLock, atomic_write_text
 from warmstart.options import STRATEGY_OPTIONS, own_options_only
 from warmstart.report.build import Groups, write_reports
 from warmstart.report.card import write_model_card
 from warmstart.summary import RunSummary, read_summary
-from warmstart.training.checkpoint import is_finished
+from warmstart.training.checkpoint import CHECKPOINTS, is_finished
+from warmstart.training.run import changed_data
 
 # What training (or reusing) one run gives: its summary, whether it was trained now, seconds.
 RunResult = tuple[RunSummary, bool, float]
@@ -289,7 +290,9 @@ def ensure_run(run: PlannedRun, log_dir: Path) -> tuple[RunSummary, bool]:
     """The run's summary, training it first unless it has finished; (summary, was it trained).
 
     A finished run is reused only if it was trained with the planned config; an unfinished
-    one with the planned config continues from its last checkpoint; anything else starts over.
+    one with the planned config continues from its last checkpoint; one with checkpoints and
+    another config is refused unless overwriting (its checkpoints are work); anything else
+    starts over.
     """
     finished = is_finished(run.run_dir)
     if finished and not run.cfg.output.overwrite:
@@ -298,10 +301,20 @@ def ensure_run(run: PlannedRun, log_dir: Path) -> tuple[RunSummary, bool]:
             raise WarmstartError(
                 f"{run.run_dir} holds a finished run with a different {mismatch}; pass "
                 "--overwrite to redo it, or --name to compare in a new folder")
+        changed = changed_data(run.run_dir, run.cfg)
+        if changed:  # same config, other data: its numbers are not this data's
+            raise WarmstartError(
+                f"{run.run_dir} was trained on other data ({changed} has changed since); "
+                "pass --overwrite to redo the runs, or --name to compare in a new folder")
         return read_summary(run.run_dir), False
-    resumable = (not finished and (run.run_dir / "config.yaml").is_file()
-                 and not _config_mismatch(run))
-    if resumable:
+    started = not finished and (run.run_dir / "config.yaml").is_file()
+    mismatch = (_config_mismatch(run) or changed_data(run.run_dir, run.cfg)) if started else ""
+    if (mismatch and not run.cfg.output.overwrite
+            and (run.run_dir / CHECKPOINTS).is_dir()):  # its checkpoints are work to keep
+        raise WarmstartError(
+            f"{run.run_dir} holds an unfinished run with a different {mismatch}; pass "
+            "--overwrite to redo it, or --name to compare in a new folder")
+    if started and not mismatch:
         argv = ["train", "--quiet", "--resume", str(run.run_dir)]
     else:
         # The planned config, written whole: the run trains exactly what was planned.
@@ -386,11 +399,13 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
     out = compare_dir_of(base, name)
     runs = plan_runs(config, overrides, specs, parse_seeds(seeds, base.train.seed), out,
                      overwrite=overwrite)
-    console.print(f"[bold]warmstart compare[/] -> {out}: {len(specs)} strategies x "
-                  f"{len(runs) // len(specs)} seeds = {len(runs)} runs")
-    groups = run_comparison(runs, out, console, map_fn)
-    table_console = Console()
-    if not table_console.is_terminal:  # a log file or pipe: wide beats wrapped cells
-        table_console = Console(width=200)
-    write_reports(out, groups, runs[0].cfg, table_console)
+    # Held until the reports are written: a second compare into this folder fails at once.
+    with FolderLock(out, "warmstart compare", "wait for it to finish, or pass --name"):
+        console.print(f"[bold]warmstart compare[/] -> {out}: {len(specs)} strategies x "
+                      f"{len(runs) // len(specs)} seeds = {len(runs)} runs")
+        groups = run_comparison(runs, out, console, map_fn)
+        table_console = Console()
+        if not table_console.is_terminal:  # a log file or pipe: wide beats wrapped cells
+            table_console = Console(width=200)
+        write_reports(out, groups, runs[0].cfg, table_console)
     return out

@@ -211,7 +211,8 @@ def _without_blank_labels(raw: RawSet) -> RawSet:
         raise WarmstartError(f"data file {raw.source} has rows but none with both a text "
                              "and a label; fill those columns in")
     out = _take(raw, np.asarray(keep, dtype=np.int64))
-    out.source += f" ({len(raw.labels) - len(keep)} rows without a label dropped)"
+    out.source += (f" ({len(raw.labels) - len(keep)} rows without a label dropped; NaN, NA, "
+                   "null and the other pandas missing-value strings count as no label)")
     return out
 
 

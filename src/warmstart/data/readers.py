@@ -8,6 +8,7 @@ naming the file and, where it helps, the config key to change.
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,8 @@ def read_path(path: str | Path, text_column: str, label_column: str, key: str, *
     if table.dropped:
         # Not printed here (this layer stays silent); the source ends up in logs and the card.
         what = "text" if blank_labels else "text or label"
-        source += f" ({table.dropped} rows without {what} dropped)"
+        source += (f" ({table.dropped} rows without {what} dropped; NaN, NA, null and the "
+                   "other pandas missing-value strings count as no label)")
     return RawSet("text", table.inputs, table.labels, source, rows=table.rows)
 
 
@@ -112,7 +114,7 @@ def read_table(path: str | Path, text_column: str, label_column: str, *,
     if len(df) == 0:
         raise WarmstartError(f"data file {name} has a header but no rows; add examples to it")
     texts = [_as_str(v) for v in df[text_column].tolist()]
-    labels = [(_as_str(v) or "").strip() for v in df[label_column].tolist()]
+    labels = [(_missing_as_none(_as_str(v)) or "").strip() for v in df[label_column].tolist()]
     pairs = [_as_str(v) for v in df[pair_column].tolist()] if pair_column else None
     # Labels are stripped so "sport " and "sport" are one class; texts are kept as written.
     keep = [i for i, (t, lab) in enumerate(zip(texts, labels, strict=True))
@@ -131,6 +133,17 @@ def read_table(path: str | Path, text_column: str, label_column: str, *,
                 "(data.text_pair_column) is empty; fill it in or remove the row")
         inputs = [(texts[i], pairs[i]) for i in keep]
     return Table(inputs, [labels[i] for i in keep], [i + 2 for i in keep], len(df) - len(keep))
+
+
+# What pandas reads as missing (`pandas.read_csv`'s default na_values). A label cell holding
+# one of these is missing in every format: a CSV's "NaN" and a Parquet null alike drop the row.
+MISSING_LABELS = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
+def _missing_as_none(label: str | None) -> str | None:
+    return None if label is None or label.strip() in MISSING_LABELS else label
 
 
 def read_column(path: str | Path, column: str, key: str = "--column", *,
@@ -222,18 +235,19 @@ def _read_frame(path: Path) -> pd.DataFrame:
     try:
         if suffix in (".csv", ".tsv", ".tab"):
             # dtype=str and no NA guessing: a label "01" or a text "NA" stays as written.
-            return pd.read_csv(
-                path, sep="," if suffix == ".csv" else "\t", dtype=str,
-                keep_default_na=False, encoding="utf-8",
-            )
+            # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column.
+            sep = _delimiter(path) if suffix == ".csv" else "\t"
+            _check_csv(path, sep)
+            return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                               encoding="utf-8-sig")
         if suffix == ".parquet":
             return pd.read_parquet(path)
         lines = True
         if suffix == ".json":  # JSON lines, or one array of records: the first character says
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8-sig") as f:
                 lines = f.read(1024).lstrip()[:1] != "["
         return pd.read_json(
-            path, lines=lines, dtype=False, encoding="utf-8"
+            path, lines=lines, dtype=False, encoding="utf-8-sig"
         )
     except UnicodeDecodeError:
         raise WarmstartError(
@@ -254,6 +268,40 @@ def _read_frame(path: Path) -> pd.DataFrame:
         raise WarmstartError(
             f"cannot read data file {name}: {e.strerror or e}; check its permissions"
         ) from None
+
+
+def _delimiter(path: Path) -> str:
+    """A .csv's delimiter, from its header row: `,` unless the header holds none and holds
+    `;` (as spreadsheets write under a decimal-comma locale), tabs or `|` instead."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header = f.readline()
+    if "," in header:
+        return ","
+    counts = {sep: header.count(sep) for sep in (";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _check_csv(path: Path, sep: str) -> None:
+    """What pandas lets through silently: a header naming a column twice (it renames the
+    second `label.1`) and broken quoting (an unclosed quote swallows the rows after it).
+    Python's csv reader in strict mode finds both, naming the line."""
+    name = repr(str(path))
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=sep, strict=True)
+        try:
+            header = next(reader, [])
+            twice = sorted({c for c in header if header.count(c) > 1})
+            if twice:
+                raise WarmstartError(f"data file {name} has {len(header)} columns, two of "
+                                     f"them named {twice[0]!r}; rename one in the header row")
+            for _ in reader:
+                pass
+        except csv.Error as e:
+            raise WarmstartError(
+                f"data file {name} line {reader.line_num}: broken quoting ({e}); a quote "
+                'inside a quoted text must be doubled ("") and every opened quote closed'
+            ) from None
 
 
 def _as_str(value: Any) -> str | None:

@@ -133,6 +133,13 @@ def from_pretrained(auto_cls: Any, source: str, config: Any, new_head: bool) -> 
             if "scaled_dot_product_attention" not in str(e):
                 raise
             model, info = auto_cls.from_pretrained(source, **kwargs)
+        except OSError as e:
+            if not Path(source).is_dir():
+                raise  # a hub id: the caller says what it could not reach
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise WarmstartError(
+                f"model folder {source!r} cannot be loaded ({first}); put its weights "
+                "(model.safetensors) beside config.json, or save the model again") from None
     head_names = {n for n, c in model.named_children() if c is not model.base_model}
     fresh = set(info["missing_keys"]) | {k[0] for k in info["mismatched_keys"]}
     lost = sorted(k for k in fresh if k.split(".")[0] not in head_names)

@@ -38,6 +38,9 @@ def export(run_dir: str | Path, out_dir: str | Path, merge: bool = False) -> Pat
     """
     run, out = Path(run_dir), Path(out_dir)
     model_dir = run / "model"
+    if not is_finished(run) and (run / "checkpoints").is_dir():
+        raise WarmstartError(f"{run} holds an unfinished run (it was stopped); finish it "
+                             f"with `warmstart train --resume {run}`, then export it")
     if not is_finished(run) or not model_dir.is_dir():
         raise WarmstartError(f"{str(run)!r} holds no finished run with a saved model; pass "
                              "a run directory trained with output.save_model=true")
@@ -48,7 +51,11 @@ def export(run_dir: str | Path, out_dir: str | Path, merge: bool = False) -> Pat
     if merge and meta.get("source") != "peft":
         raise WarmstartError(f"{str(run)!r} trained no adapters (its model is already a plain "
                              "model): export it without --merge")
-    tmp = atomic_dir(out)  # written beside `out`, renamed into place when complete
+    try:
+        tmp = atomic_dir(out)  # written beside `out`, renamed into place when complete
+    except OSError as e:
+        raise WarmstartError(f"cannot write export folder {str(out)!r}: {e.strerror or e}; "
+                             "choose a writable place") from None
     try:
         if merge:
             merged(model_dir, meta).save(tmp, list(meta["labels"]))

@@ -13,9 +13,9 @@ from warmstart.data.batches import Batches
 from warmstart.data.readers import read_column, read_path
 from warmstart.errors import WarmstartError
 from warmstart.models import load_adapter
-from warmstart.models.base import Adapter, read_model_file
+from warmstart.models.base import MODEL_FILE, Adapter, read_model_file
 from warmstart.tasks import Task, task_from_dict
-from warmstart.training.checkpoint import is_finished
+from warmstart.training.checkpoint import Checkpointer, is_finished
 from warmstart.training.evaluate import predict_logits
 
 
@@ -26,9 +26,22 @@ def load_run(run_dir: str | Path) -> tuple[Adapter, Task, RunConfig]:
     if not run.is_dir():
         raise WarmstartError(f"run directory {str(run)!r} not found; pass the folder "
                              "`warmstart train` printed (e.g. runs/minilm-l6-bbc-news-full)")
-    if not is_finished(run) or not (run / "model").is_dir():
-        raise WarmstartError(f"{run} holds no finished run with a saved model; train it again "
-                             "(with output.save_model=true)")
+    if (run / MODEL_FILE).is_file():  # a model folder: a run's `model/`, or an exported one
+        if (run.parent / "config.yaml").is_file():
+            run = run.parent
+        else:  # exported: no run config; the columns are the defaults
+            adapter, labels = load_adapter(run)
+            adapter.module.eval()
+            return adapter, task_from_dict(read_model_file(run).get("task"), labels), RunConfig()
+    if not is_finished(run):
+        if Checkpointer(run, 0, 1).latest() is not None:
+            raise WarmstartError(f"{run} holds an unfinished run (it was stopped); finish it "
+                                 f"with `warmstart train --resume {run}`, then use it")
+        raise WarmstartError(f"{run} holds no finished run; train it (`warmstart train`) "
+                             "and pass the run directory it prints")
+    if not (run / "model").is_dir():
+        raise WarmstartError(f"{run} saved no model (output.save_model=false); train it again "
+                             "with output.save_model=true")
     cfg = read_run_config(run / "config.yaml")
     adapter, labels = load_adapter(run / "model")
     adapter.module.eval()

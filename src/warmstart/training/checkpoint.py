@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -22,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from warmstart.errors import WarmstartError
-from warmstart.files import atomic_dir, commit_dir
+from warmstart.files import atomic_dir, commit_dir, readable_by_others
 from warmstart.summary import SUMMARY
 from warmstart.training.distributed import Dist
 
@@ -158,6 +160,7 @@ class Checkpointer:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".best.", suffix=".tmp")
         os.close(fd)
         save_file(_weights(state), tmp)
+        readable_by_others(tmp)
         os.replace(tmp, self.dir / BEST)
 
     def all(self) -> list[Path]:
@@ -179,11 +182,40 @@ def load_checkpoint(path: Path, best_state: dict[str, torch.Tensor] | None = Non
     """
     # weights_only: a checkpoint holds tensors and plain values only, so nothing in it runs
     # code when loaded (a pickle from elsewhere cannot).
-    state = torch.load(path / "state.pt", weights_only=True)
+    try:
+        state = torch.load(path / "state.pt", weights_only=True)
+        weights = load_file(str(path / "model.safetensors"))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, SafetensorError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise WarmstartError(
+            f"checkpoint {str(path)!r} cannot be loaded as plain tensors ({first}); warmstart "
+            "loads no pickled objects (they can run code): a checkpoint from elsewhere must be "
+            "converted where you trust it (torch.load it, then safetensors.torch.save_file "
+            "its tensors), or start the run over with --overwrite") from None
+    if not isinstance(state, dict) or not {"loop", "optimizer", "rng_by_rank",
+                                           "metrics_bytes"} <= set(state):
+        raise WarmstartError(f"checkpoint {str(path)!r} was not written by warmstart train; "
+                             "start the run over with --overwrite")
     loop = LoopState.from_dict(state.get("loop"), path)
-    return Resume(load_file(str(path / "model.safetensors")), loop, state["optimizer"],
+    return Resume(weights, loop, state["optimizer"],
                   state["rng_by_rank"], state.get("cuda_rng") or [], state.get("scaler"),
                   state["metrics_bytes"], best_state)
+
+
+def check_fits(model: torch.nn.Module, resume: Resume, run_dir: Path) -> None:
+    """Refuse a checkpoint whose weights are not this model's (names or shapes differ).
+
+    Raises:
+        WarmstartError: naming the first differing weight.
+    """
+    mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in resume.model_state.items()}
+    if mine == theirs:
+        return
+    odd = sorted(set(mine) ^ set(theirs)) or sorted(k for k in mine if mine[k] != theirs[k])
+    raise WarmstartError(
+        f"the checkpoint in {run_dir} holds the weights of another model ({odd[0]!r} differs); "
+        "resume it with the config it was trained with, or start over with --overwrite")
 
 
 def load_best(run_dir: Path) -> dict[str, torch.Tensor] | None:

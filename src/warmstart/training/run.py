@@ -10,6 +10,7 @@ failed run never leaves a directory that looks complete.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -24,10 +25,20 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from warmstart.config import RunConfig, dump_config
-from warmstart.data.base import Examples
+from warmstart.config import RunConfig, config_changes, dump_config
+from warmstart.data.base import DATASETS, Examples
 from warmstart.errors import WarmstartError
-from warmstart.files import atomic_dir, atomic_write_json, atomic_write_text, commit_dir
+from warmstart.files import (
+    LOCK,
+    FolderLock,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    clear_folder,
+    commit_dir,
+    fingerprint,
+    same_content,
+)
 from warmstart.models.base import record_task
 from warmstart.report.card import write_model_card
 from warmstart.summary import SUMMARY, ExampleCounts, LearningRates, Params, RunSummary, Versions
@@ -38,6 +49,7 @@ from warmstart.training.callbacks import Callbacks, MetricsLog, ProgressDisplay,
 from warmstart.training.checkpoint import (
     Checkpointer,
     Resume,
+    check_fits,
     is_finished,
     load_best,
     load_checkpoint,
@@ -99,11 +111,46 @@ def _start_run_dir(cfg: RunConfig, run_dir: Path, point: Resume | None) -> None:
             with metrics.open("r+b") as f:
                 f.truncate(point.metrics_bytes)
         return
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a failed or overwritten run, or nothing to resume: start clean
-    run_dir.mkdir(parents=True)
+    # A failed or overwritten run, or nothing to resume: start clean (the lock stays).
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clear_folder(run_dir)
     atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
     atomic_write_json(run_dir / "environment.json", environment(cfg.train.seed))
+    atomic_write_json(run_dir / DATA_FILES, {key: {"path": path, **fingerprint(Path(path))}
+                                             for key, path in data_files(cfg).items()})
+
+
+DATA_FILES = "data_files.json"  # the data a run read: path, size, mtime, SHA-256 per key
+
+
+def data_files(cfg: RunConfig) -> dict[str, str]:
+    """The user's data files/folders a run reads, by config key (built-in sets have none)."""
+    out = {}
+    for key in ("name", "validation", "test"):
+        value = getattr(cfg.data, key)
+        if value is None or (key == "name" and value in DATASETS):
+            continue
+        path = Path(value).expanduser()
+        if path.exists():
+            out[f"data.{key}"] = str(path)
+    return out
+
+
+def changed_data(run_dir: Path, cfg: RunConfig) -> str:
+    """'' if the data files read by the run in `run_dir` still hold what they held when it
+    started; else the first one that changed, as `key path`. A run that recorded nothing
+    (older warmstart) counts as unchanged."""
+    saved_path = run_dir / DATA_FILES
+    if not saved_path.is_file():
+        return ""
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return DATA_FILES
+    for key, path in data_files(cfg).items():
+        if not isinstance(saved.get(key), dict) or not same_content(saved[key], Path(path)):
+            return f"{key} {path}"
+    return ""
 
 
 def environment(seed: int) -> dict[str, Any]:
@@ -127,9 +174,48 @@ def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> RunSu
     """
     place, device_name = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, place, device_name, quiet=quiet, resume=resume)
+        if not place.is_main:  # only the main process writes the run directory
+            return _train(cfg, place, device_name, quiet=quiet, resume=resume)
+        # Held until the run ends: a second run into this directory fails at once, naming us.
+        with FolderLock(run_dir_of(cfg), "warmstart train",
+                        "wait for it to finish, or choose another output.name"):
+            return _train(cfg, place, device_name, quiet=quiet, resume=resume)
     finally:
         distributed.teardown()
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start where work would be lost: a finished run, an unfinished run with
+    checkpoints (unless `overwrite`), or a folder that is not a run directory at all.
+
+    Raises:
+        WarmstartError: naming the folder and the flag that says what to do.
+    """
+    if is_finished(run_dir):
+        if resume:
+            raise WarmstartError(
+                f"{run_dir} has finished: there is nothing to resume; to train it again from "
+                f"the start, run `warmstart train -c {run_dir / 'config.yaml'} --overwrite`")
+        if not overwrite:
+            raise WarmstartError(f"{run_dir} already holds a finished run; pass --overwrite "
+                                 "(or output.overwrite=true) or choose output.name")
+        return
+    if resume or not run_dir.is_dir():
+        return
+    latest = Checkpointer(run_dir, 0, 1).latest()
+    if latest is not None and not overwrite:
+        step = int(latest.name.removeprefix("step-"))
+        raise WarmstartError(
+            f"{run_dir} holds an unfinished run (checkpoint at step {step}); continue it with "
+            f"`warmstart train --resume {run_dir}`, or start over with --overwrite "
+            "(or choose output.name)")
+    others = [p.name for p in run_dir.iterdir() if p.name != LOCK]
+    if others and not (run_dir / "config.yaml").is_file():
+        # Starting clean deletes the folder's contents: only ever a run directory's.
+        raise WarmstartError(
+            f"{run_dir} exists and is not a warmstart run directory (it holds "
+            f"{', '.join(sorted(others)[:3])}{', ...' if len(others) > 3 else ''}); choose "
+            "another output.name or output.dir")
 
 
 def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
@@ -137,10 +223,14 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     quiet = quiet or not place.is_main  # one voice: only the main process talks and writes
     console = Console(stderr=True, quiet=quiet)
     run_dir = run_dir_of(cfg)
-    if is_finished(run_dir) and (resume or not cfg.output.overwrite):
-        raise WarmstartError(f"{run_dir} already holds a finished run; pass --overwrite "
-                             "(or output.overwrite=true) or choose output.name")
+    if place.is_main:
+        check_run_dir(run_dir, resume=resume, overwrite=cfg.output.overwrite)
     started = time.perf_counter()
+    changed = changed_data(run_dir, cfg) if resume else ""
+    if changed:
+        raise WarmstartError(f"{run_dir} started on other data: {changed} has changed since; "
+                             "resuming would train on a mix. Start over with `warmstart train "
+                             f"-c {run_dir / 'config.yaml'} --overwrite`")
     point = _resume_point(run_dir) if resume else None
     session = setup(cfg, place=place, device_name=device_name, resume=point)
     data, plan, model = session.data, session.plan, session.model
@@ -151,7 +241,10 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     distributed.barrier(place)  # the run directory is ready (and truncated on resume)
     console.print(f"[bold]warmstart {__version__}[/] -> {run_dir}"
                   + (f" (resuming at step {point.loop.step})" if point else ""))
-    console.print(dump_config(cfg), highlight=False, markup=False)
+    changes = config_changes(cfg)
+    console.print(f"config: {' '.join(changes) if changes else 'the defaults'} (the rest as "
+                  f"defaults; all of it in {run_dir / 'config.yaml'})", highlight=False,
+                  markup=False)
     trainable, total = count_params(model)
     console.print(
         f"data {data.source}: {len(data.train)} train / {len(data.validation)} val / "
@@ -163,6 +256,9 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         f"{session.precision}"
     )
     console.print(session.chosen.describe(), highlight=False)
+    warn = Console(stderr=True, quiet=not place.is_main)  # warnings print even with --quiet
+    for note in session.notes:
+        warn.print(note, highlight=False, markup=False)
     if session.adapter.extra.get("pooling_note"):
         console.print(f"pooling: {session.adapter.extra['pooling_note']}", highlight=False)
     console.print("peak lr per group: " + ", ".join(
@@ -186,6 +282,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
             result = solve(ready.model, plan, ready.train, ready.val,
                            session.validation_score, session.class_weights)
         else:
+            if point is not None:
+                check_fits(ready.model, point, run_dir)
             with ready.replay:
                 result = fit(ready.model, plan, ready.train, ready.val, session.loss_fn,
                              session.validation_score, session.settings,
@@ -245,7 +343,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         return summary  # the same run, measured here; only the main process writes
     write_model_card(run_dir, summary, session.cfg)
     atomic_write_json(run_dir / SUMMARY, summary.to_dict())  # last: marks the run finished
-    print_summary(summary, Console(quiet=quiet))
+    print_summary(summary, Console())  # the results print even with --quiet
     return summary
 
 

@@ -107,6 +107,8 @@ class Session:
         train, val, test: the batches of each split (test None when it is empty).
         accumulate: micro-batches per optimizer step.
         class_weights: the loss weight of each class (`train.class_weights`), or None.
+        notes: warnings about the setup to print at start (a max_length cut to the model's
+            limit, an input column that names the label).
     """
 
     cfg: RunConfig
@@ -124,6 +126,7 @@ class Session:
     test: Batches | None
     accumulate: int
     class_weights: torch.Tensor | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def model(self) -> nn.Module:
@@ -194,6 +197,10 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     if adapter.kind != data.kind:
         raise WarmstartError(f"model {cfg.model.name!r} reads {adapter.kind} but data "
                              f"{cfg.data.name!r} holds {data.kind}; pick a matching pair")
+    notes = [note for note in (_length_note(cfg, adapter), _leak_note(cfg, data)) if note]
+    used = adapter.extra.get("max_length")
+    if used is not None and used != cfg.model.max_length:  # the value used is the one recorded
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_length=used))
     plan = STRATEGIES.get(cfg.strategy.name)(adapter, cfg.strategy.options)
     adapter = plan.adapter or adapter
     adapter.module.to(device)
@@ -221,8 +228,31 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
         val=batches_for(adapter, data.validation, cfg, train=False, place=place),
         test=batches_for(adapter, data.test, cfg, train=False, place=place)
         if len(data.test) else None,
-        accumulate=accumulate, class_weights=weights,
+        accumulate=accumulate, class_weights=weights, notes=notes,
     )
+
+
+def _length_note(cfg: RunConfig, adapter: Adapter) -> str:
+    """A warning when `model.max_length` is above what the model can read."""
+    used = adapter.extra.get("max_length")
+    if used is None or used >= cfg.model.max_length:
+        return ""
+    return (f"warning: model.max_length {cfg.model.max_length} is above {cfg.model.name}'s "
+            f"limit of {used} tokens; texts are cut to {used} (the value recorded in the model "
+            "card and saved model)")
+
+
+def _leak_note(cfg: RunConfig, data: TaskData) -> str:
+    """A warning when the input column names the label: one distinct text per class."""
+    if data.kind != "text" or data.task.type != "classification":
+        return ""
+    seen: dict[Any, int] = {}
+    for text, label in zip(data.train.inputs, data.train.labels):
+        if seen.setdefault(text, int(label)) != label or len(seen) > len(data.label_names):
+            return ""
+    return (f"warning: every text in data.text_column {cfg.data.text_column!r} is one of "
+            f"{len(seen)} values, each always with the same label: that column names the "
+            "label rather than describing the example; check data.text_column")
 
 
 def seed_everything(seed: int) -> None:
