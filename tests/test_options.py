@@ -140,7 +140,7 @@ def test_each_strategys_declared_defaults_apply_and_yield_to_the_config(name, ki
     if declared and declared.lr:
         assert chosen.lr_from.startswith(f"{name}'s default for {kind} models")
         assert declared.why, f"{name} declares a {kind} default without saying why"
-    assert chosen.head_lr == (declared.head_lr if declared else None)
+    assert chosen.head_lr is None  # only optim.head_lr sets one
     given = choose(load_config(None, [f"strategy.name={name}", "optim.lr=0.123",
                                       "train.epochs=3"]), kind, model_lr=7e-4)
     assert (given.lr, given.lr_from, given.epochs, given.epochs_from) == (

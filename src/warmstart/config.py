@@ -137,9 +137,8 @@ class OptimConfig:
         "value and its reason), else the model's (5e-5 for transformers, 1e-3 for small CNNs)"
     )
     head_lr: float | None = _f(
-        None, "peak learning rate of the new head; null = the strategy's default (strategies "
-        "that also train the backbone give the randomly initialised head larger steps than "
-        "the pretrained weights), else optim.lr"
+        None, "peak learning rate of the new head (the rest trains at optim.lr); null = the "
+        "same as everything else"
     )
     weight_decay: float = _f(
         0.01, "decoupled (AdamW) weight decay on weights; biases and norms never decay. 0.01 is "

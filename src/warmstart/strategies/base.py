@@ -101,19 +101,11 @@ STRATEGIES: Registry[Strategy] = Registry("strategy")
 @dataclass(frozen=True)
 class Defaults:
     """A strategy's own training defaults for one kind of model (`text` or `image`), used
-    where the config leaves `optim.lr` / `optim.head_lr` / `train.epochs` null; `why` is
-    printed with them.
-
-    `head_lr` is for strategies that train the backbone too: the new head starts from random
-    weights at the 0.02 scale, and at a pretrained model's small lr Adam cannot move it far
-    enough in a few epochs for many classes (bench/README.md, banking77). None: the head
-    trains at the base lr.
-    """
+    where the config leaves `optim.lr` / `train.epochs` null; `why` is printed with them."""
 
     lr: float | None = None
     epochs: int | None = None
     why: str = ""
-    head_lr: float | None = None
 
 
 # strategy name -> model kind -> Defaults (filled by `register_strategy`)
