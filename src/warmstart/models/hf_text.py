@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,32 @@ def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any, how: Pooling) -> Adap
     groups, head = hf.layer_groups(model)
     check_groups(model, groups, head)
     max_length = min(cfg.max_length, tokenizer.model_max_length)
+    encode, lengths, collate = text_io(tokenizer, max_length)
+
+    def save(directory: Path, label_names: list[str]) -> None:
+        meta = {"name": cfg.name, "kind": "text", "max_length": max_length,
+                "pooling": how.mode, "normalize": how.normalize}
+        if how.native:
+            hf.save_hf(model, Path(directory), label_names, meta, tokenizer=tokenizer)
+            return
+        # The base model saves as itself (AutoModel), the head beside it; see pooling.py.
+        model.base.config.num_labels = len(label_names)
+        hf.save_hf(model.base, Path(directory), label_names, meta, tokenizer=tokenizer)
+        pooling.write_layout(model, Path(directory))
+
+    return Adapter(
+        name=cfg.name, kind="text", module=model, groups=groups, head=head, default_lr=TEXT_LR,
+        encode=encode, collate=collate, save=save, lengths=lengths,
+        # `pooling` is the setting (e.g. auto), which rebuilds the same model from the same
+        # source: the peft reloader rebuilds the base from it.
+        extra={"tokenizer": tokenizer, "max_length": max_length, "pooling": cfg.pooling,
+               "pooling_note": how.describe()},
+    )
+
+
+def text_io(tokenizer: Any, max_length: int) -> tuple[Callable, Callable, Callable]:
+    """`Adapter.encode`, `lengths` and `collate` for a tokenizer: tokenise once, truncated to
+    `max_length` and unpadded; pad per batch (also used by exported ONNX models)."""
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids")
             if k in tokenizer.model_input_names]
     pad_values = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0,
@@ -152,25 +178,7 @@ def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any, how: Pooling) -> Adap
             out[key] = torch.tensor(rows, dtype=torch.long)
         return out
 
-    def save(directory: Path, label_names: list[str]) -> None:
-        meta = {"name": cfg.name, "kind": "text", "max_length": max_length,
-                "pooling": how.mode, "normalize": how.normalize}
-        if how.native:
-            hf.save_hf(model, Path(directory), label_names, meta, tokenizer=tokenizer)
-            return
-        # The base model saves as itself (AutoModel), the head beside it; see pooling.py.
-        model.base.config.num_labels = len(label_names)
-        hf.save_hf(model.base, Path(directory), label_names, meta, tokenizer=tokenizer)
-        pooling.write_layout(model, Path(directory))
-
-    return Adapter(
-        name=cfg.name, kind="text", module=model, groups=groups, head=head, default_lr=TEXT_LR,
-        encode=encode, collate=collate, save=save, lengths=lengths,
-        # `pooling` is the setting (e.g. auto), which rebuilds the same model from the same
-        # source: the peft reloader rebuilds the base from it.
-        extra={"tokenizer": tokenizer, "max_length": max_length, "pooling": cfg.pooling,
-               "pooling_note": how.describe()},
-    )
+    return encode, lengths, collate
 
 
 def load_hf_text(directory: Path, meta: dict[str, Any]) -> Adapter:

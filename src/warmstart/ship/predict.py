@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from warmstart.config import RunConfig, read_run_config
 from warmstart.data import LabelCoder
@@ -54,7 +55,8 @@ def logits_for(adapter: Adapter, inputs: list[Any], batch_size: int = 64) -> np.
     lengths = adapter.lengths(encoded) if adapter.lengths is not None else None
     batches = Batches(encoded, np.zeros(len(encoded), dtype=np.int64), adapter.collate,
                       batch_size, shuffle=False, lengths=lengths)
-    device = next(adapter.module.parameters()).device
+    # An exported ONNX model has no parameters: it runs on the CPU.
+    device = next(adapter.module.parameters(), torch.empty(0)).device
     logits, _ = predict_logits(adapter.module, batches, device)
     return logits
 
