@@ -15,4 +15,15 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 # makes every built-in strategy known.
 from warmstart import strategies  # noqa: E402,F401,I001
 
-__all__ = ["__version__"]
+# The Python API (`api.py`), imported on first use: `warmstart ls` and the CLI's start-up do
+# not pay for what training, comparing and predicting import.
+API = ("Model", "Run", "compare", "load", "read_summary", "train")
+__all__ = ["__version__", *API]
+
+
+def __getattr__(name: str):  # noqa: ANN202  (module-level lazy attributes, PEP 562)
+    if name in API:
+        from warmstart import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'warmstart' has no attribute {name!r}")

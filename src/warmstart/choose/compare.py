@@ -51,8 +51,9 @@ from warmstart.config import (
 from warmstart.errors import WarmstartError, did_you_mean
 from warmstart.files import FolderLock, atomic_write_text
 from warmstart.options import STRATEGY_OPTIONS, own_options_only
-from warmstart.report.build import Groups, write_reports
+from warmstart.report.build import Groups, recommendation, write_reports
 from warmstart.report.card import write_model_card
+from warmstart.report.table import Row
 from warmstart.summary import RunSummary, read_summary
 from warmstart.training.checkpoint import CHECKPOINTS, is_finished
 from warmstart.training.run import changed_data
@@ -366,9 +367,20 @@ def run_comparison(runs: list[PlannedRun], out: Path, console: Console,
     return groups
 
 
+@dataclass
+class Comparison:
+    """What `compare` produced: its folder, each strategy's run summaries (one per seed),
+    the table's rows (mean and spread per column) and the pick."""
+
+    dir: Path
+    runs: dict[str, list[RunSummary]]
+    rows: list[Row]
+    pick: str
+
+
 def compare(config: str | None, overrides: list[str], strategies: list[str], seeds: str,
             *, name: str | None = None, overwrite: bool = False, quiet: bool = False,
-            map_fn: MapFn = serial_map) -> Path:
+            map_fn: MapFn = serial_map) -> Comparison:
     """Run every strategy at every seed (reusing finished runs) and write the reports.
 
     Args:
@@ -384,7 +396,7 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
             `raysweep.ray_map(...)` (parallel tasks on a Ray cluster).
 
     Returns:
-        The comparison folder.
+        The comparison: its folder, summaries, table rows and pick.
     """
     console = Console(stderr=True, quiet=quiet)
     specs = [parse_spec(s) for s in strategies]
@@ -407,5 +419,6 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
         table_console = Console()
         if not table_console.is_terminal:  # a log file or pipe: wide beats wrapped cells
             table_console = Console(width=200)
-        write_reports(out, groups, runs[0].cfg, table_console)
-    return out
+        rows = write_reports(out, groups, runs[0].cfg, table_console)
+    return Comparison(out, {k: [s for _, s in v] for k, v in groups.items()}, rows,
+                      recommendation(rows))
