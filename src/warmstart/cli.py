@@ -173,6 +173,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from warmstart.ship.serve import serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
+    print(f"serving {args.run} ({args.backend}) on http://{args.host}:{args.port} "
+          "(POST /predict, GET /health, /metadata, /docs)", file=sys.stderr)
+    serve(args.run, host=args.host, port=args.port, backend=args.backend,
+          max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     from warmstart.data import DATASETS
     from warmstart.models import MODELS
@@ -308,6 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "change and speed-up on the run's test split")
     p.add_argument("--opset", type=int, default=17, help="onnx: the ONNX opset (default 17)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve a run or an export over HTTP (FastAPI), with "
+                       "micro-batching of concurrent requests")
+    p.add_argument("run", help="run directory, its model/ folder, or an exported folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: serve an ONNX export through onnxruntime")
+    p.add_argument("--max-batch", type=int, default=32, help="most items per model call")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="longest an item waits for others to share its model call")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("ls", help="list built-in models, datasets and strategies")
     p.add_argument("what", nargs="?", choices=["models", "datasets", "strategies"])

@@ -158,7 +158,8 @@ def write_onnx(run: Path, model_dir: Path, meta: dict[str, Any], out: Path,
         checks = [(b, wrapper(*[b[k] for k in names]).float().numpy()) for b in (batch, other)]
     saved = {**{k: v for k, v in meta.items() if k in ("name", "kind", "labels", "task",
                                                       "max_length")},
-             "source": "onnx", "opset": opset, "int8": quantize == "int8"}
+             "source": "onnx", "opset": opset, "int8": quantize == "int8",
+             "pairs": isinstance(inputs[0], tuple)}
     if adapter.kind == "text":
         adapter.extra["tokenizer"].save_pretrained(out)
         saved["max_length"] = adapter.extra["max_length"]
