@@ -74,3 +74,18 @@ def test_a_failed_verification_fails_the_export_and_leaves_nothing(run, tmp_path
 def test_quantize_needs_onnx(run, tmp_path):
     with pytest.raises(WarmstartError, match="--quantize int8 goes with --format onnx"):
         export(run, tmp_path / "x", quantize="int8")
+
+
+@pytest.mark.parametrize("model", ["tiny-cnn", "tiny-vit"])
+def test_image_models_export_with_their_preprocessing(tmp_path, model):
+    from sklearn.datasets import load_digits
+
+    assert main(["train", f"model.name={model}", "data.name=digits", "data.limit=60",
+                 "train.epochs=1", f"output.dir={tmp_path}", "output.name=r",
+                 "log.quiet=true"]) == 0
+    out = export(tmp_path / "r", tmp_path / "onnx", fmt="onnx")
+    meta = json.loads((out / "warmstart_model.json").read_text())
+    assert meta["kind"] == "image" and {"image_size", "mean", "std"} <= set(meta)
+    images = [(load_digits().images[i] * 16).astype(np.uint8) for i in range(3)]
+    assert np.abs(_probabilities(predict(out, images)) -
+                  _probabilities(predict(tmp_path / "r", images))).max() < 1e-4
