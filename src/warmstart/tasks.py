@@ -27,7 +27,6 @@ import torch.nn.functional as F
 
 from warmstart.errors import WarmstartError
 
-TASK_TYPES = ("classification", "multilabel", "regression")
 # Validation metrics where lower is better (the rest: higher is better).
 LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
 # Candidate multilabel thresholds on the predicted probability.
@@ -65,8 +64,10 @@ class Task:
 
     def class_weights(self, labels: np.ndarray, spec: list[float] | str) -> torch.Tensor | None:
         """The loss weights `train.class_weights` asks for, or None."""
-        return None if spec == "none" else _refuse(
-            f"train.class_weights does not apply to {self.type}; leave it at none")
+        if spec != "none":
+            raise WarmstartError(f"train.class_weights does not apply to {self.type}; leave "
+                                 "it at none")
+        return None
 
     def tuned(self, logits: np.ndarray, labels: np.ndarray) -> Task:
         """The task with its decision rule fitted on these (validation) outputs."""
@@ -99,10 +100,6 @@ def _weights(spec: list[float] | str, n: int, what: str,
         raise WarmstartError(f"config key 'train.class_weights': {count} given for {n} {many}; "
                              f"give none, balanced, or one per {what} in label order")
     return torch.tensor(spec, dtype=torch.float32)
-
-
-def _refuse(message: str) -> Any:
-    raise WarmstartError(message)
 
 
 @dataclass(frozen=True)
