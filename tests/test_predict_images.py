@@ -94,3 +94,22 @@ def test_inputs_of_the_other_kind_fail_in_one_line(image_run, tmp_path, capsys):
     (tmp_path / "empty.png").write_bytes(b"")
     _one_line_error(capsys, ["predict", str(image), "--image", str(tmp_path / "empty.png")],
                     "empty.png", "empty")
+
+
+def test_evaluate_shows_progress_on_a_terminal_only(image_run):
+    import io
+
+    from rich.console import Console
+
+    from warmstart.ship.predict import evaluate_file
+
+    _, data, run = image_run
+    shown = {}
+    for name, console in (("terminal", Console(file=io.StringIO(), force_terminal=True)),
+                          ("pipe", Console(file=io.StringIO(), force_terminal=False)),
+                          ("quiet", Console(file=io.StringIO(), force_terminal=True,
+                                            quiet=True))):
+        evaluate_file(run, data, console)
+        shown[name] = console.file.getvalue()
+    assert "evaluating" in shown["terminal"] and "16/16" in shown["terminal"]
+    assert shown["pipe"] == shown["quiet"] == ""

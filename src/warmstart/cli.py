@@ -74,7 +74,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.output:
         check_writable(Path(args.output), "--output")  # before the metrics are computed
-    metrics = evaluate_file(args.run, args.data)
+    from rich.console import Console
+
+    # A progress bar on a terminal only: nothing with --quiet, in a pipe or a log file.
+    metrics = evaluate_file(args.run, args.data, Console(stderr=True, quiet=args.quiet))
     text = json.dumps(metrics, indent=2)
     if args.output:
         atomic_write_text(Path(args.output), text + "\n")
@@ -259,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file; for "
                    "an image model, a folder with one subfolder of images per class")
     p.add_argument("--output", help="also write the full metrics as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="labels and probabilities from a finished run")

@@ -6,6 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from warmstart.config import RunConfig, read_run_config
 from warmstart.data import LabelCoder
@@ -48,15 +57,23 @@ def load_run(run_dir: str | Path) -> tuple[Adapter, Task, RunConfig]:
     return adapter, task_from_dict(read_model_file(run / "model").get("task"), labels), cfg
 
 
-def logits_for(adapter: Adapter, inputs: list[Any], batch_size: int = 64) -> np.ndarray:
-    """Logits for raw inputs (texts, (text, pair) tuples or images), in input order."""
+def logits_for(adapter: Adapter, inputs: list[Any], batch_size: int = 64,
+               console: Console | None = None) -> np.ndarray:
+    """Logits for raw inputs (texts, (text, pair) tuples or images), in input order; with a
+    progress bar on `console` when it is a terminal."""
     encoded = adapter.encode(inputs)
     lengths = adapter.lengths(encoded) if adapter.lengths is not None else None
     batches = Batches(encoded, np.zeros(len(encoded), dtype=np.int64), adapter.collate,
                       batch_size, shuffle=False, lengths=lengths)
     device = next(adapter.module.parameters()).device
-    logits, _ = predict_logits(adapter.module, batches, device)
-    return logits
+    if console is None or console.quiet or not console.is_terminal:
+        return predict_logits(adapter.module, batches, device)[0]
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("examples"), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("evaluate", total=len(encoded))
+        return predict_logits(adapter.module, batches, device,
+                              lambda n: progress.advance(task, n))[0]
 
 
 def predict(run_dir: str | Path, inputs: list[Any],
@@ -151,9 +168,11 @@ def read_inputs(run_dir: str | Path, path: str | Path, column: str | None = None
     return read_column(path, column, pair_column=pair_column), "text"
 
 
-def evaluate_file(run_dir: str | Path, path: str | Path) -> dict[str, Any]:
+def evaluate_file(run_dir: str | Path, path: str | Path,
+                  console: Console | None = None) -> dict[str, Any]:
     """Metrics of a finished run on a labelled file (text models) or an image folder with one
-    subfolder per class (image models), read with the run's column names."""
+    subfolder per class (image models), read with the run's column names; a progress bar on
+    `console` when it is a terminal."""
     adapter, task, cfg = load_run(run_dir)
     if not Path(path).exists():
         raise WarmstartError(f"--data {str(path)!r} does not exist; give a labelled table "
@@ -169,4 +188,5 @@ def evaluate_file(run_dir: str | Path, path: str | Path) -> dict[str, Any]:
                              f"{task.label_names[:10]}; evaluate only on labels the model was "
                              "trained on")
     examples = coder.examples(raw, task.label_names)
-    return task.metrics(logits_for(adapter, examples.inputs), examples.labels, full=True)
+    return task.metrics(logits_for(adapter, examples.inputs, console=console), examples.labels,
+                        full=True)
