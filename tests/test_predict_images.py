@@ -45,6 +45,9 @@ def test_predict_images_given_as_files_a_folder_or_a_table_of_paths(image_run, c
     one = _predictions(capsys)
     assert [r["input"] for r in one] == [str(red), str(blue)]
     assert all(r["label"] in ("red", "blue") for r in one)
+    assert main(["predict", str(run), "--input", str(red)]) == 0  # one image
+    alone = _predictions(capsys)[0]["probabilities"]  # batched alone: equal to float error
+    assert alone == pytest.approx(one[0]["probabilities"], abs=1e-5)
     assert main(["predict", str(run), "--input", str(data / "red")]) == 0
     folder = _predictions(capsys)
     assert [r["input"] for r in folder] == sorted(str(p) for p in (data / "red").iterdir())
@@ -53,7 +56,7 @@ def test_predict_images_given_as_files_a_folder_or_a_table_of_paths(image_run, c
     assert main(["predict", str(run), "--input", str(table)]) == 0
     from_table = _predictions(capsys)
     assert [r["probabilities"] for r in from_table] == [r["probabilities"] for r in one]
-    assert folder[0]["probabilities"] == one[0]["probabilities"]
+    assert folder[0]["probabilities"] == pytest.approx(one[0]["probabilities"], abs=1e-5)
 
 
 def test_evaluate_on_an_image_folder_with_class_subfolders(image_run, capsys):

@@ -149,12 +149,12 @@ def image_files(paths: list[str | Path], where: str = "--image") -> list[str]:
 
 def read_inputs(run_dir: str | Path, path: str | Path, column: str | None = None,
                 pair_column: str | None = None) -> tuple[list[Any], str]:
-    """The inputs of `--input` and their kind ("text" or "image"): a folder's images; for an
-    image model, the image paths in a table's `column` (default `path`; relative paths are
-    taken from the table's folder); else the texts of a table, read with the run's text (and
-    pair) columns unless given."""
+    """The inputs of `--input` and their kind ("text" or "image"): a folder's images (or one
+    image file); for an image model, the image paths in a table's `column` (default `path`;
+    relative paths are taken from the table's folder); else the texts of a table, read with
+    the run's text (and pair) columns unless given."""
     path, kind = Path(path), model_kind(run_dir)
-    if path.is_dir():
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:  # a folder, or one image
         return image_files([path], "--input"), "image"
     if kind == "image":
         cells = read_column(path, column or "path")
