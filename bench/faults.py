@@ -12,12 +12,19 @@ uninterrupted reference run is timed first (when its run directory appears, when
 epoch is logged, when it exits); each faulty run is then SIGKILLed in one of three ways,
 all from one seeded RNG:
 
-- `anytime`: after a delay drawn uniformly from "just before the run directory appears" to
-  "the reference run's exit" (setup, training, checkpoints, final evaluation, saving);
+- `anytime`: at a moment drawn over the run's own progress (start-up and steps slow down by
+  seconds under load, so not by the clock): 10 % during setup, 80 % a random time after
+  optimizer step k (k uniform over the run's steps), 10 % as `final`;
 - `checkpoint`: the moment the k-th checkpoint's temporary folder appears (k random), i.e.
   while a checkpoint is being written;
-- `final`: a random delay after the last epoch is logged, up to the reference's exit (the
-  final evaluation on validation/test/train sample, the model and card being written).
+- `final`: a random delay after the last epoch is logged, up to half of what the reference
+  took from there to its exit (the final evaluation on validation/test/train sample, the
+  model and card being written).
+
+Each kill is classed by what the run left behind (`phase`): setup (no config yet), training,
+checkpoint write (a half-written `.step-*.tmp` folder), final evaluation (every epoch logged,
+no summary), model save (a half-written `.model.*.tmp`), after summary. Runs that finish
+before their kill fires are checked too but do not count towards `--runs`.
 
 It is then resumed with `warmstart train --resume RUN` (or, when it died before writing its
 config, the first command again); a resume is itself killed with probability 0.3, at a
@@ -93,12 +100,20 @@ def last_error(cwd: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def epochs_logged(run: Path) -> int:
-    path = run / "metrics.jsonl"
+def logged(run: Path, kind: str) -> int:
+    """How many rows of `kind` ("step", "epoch") the run's metrics.jsonl holds."""
     try:
-        return path.read_text(encoding="utf-8").count('"kind": "epoch"')
+        return (run / "metrics.jsonl").read_text(encoding="utf-8").count(f'"kind": "{kind}"')
     except OSError:
         return 0
+
+
+def epochs_logged(run: Path) -> int:
+    return logged(run, "epoch")
+
+
+def steps_logged(run: Path) -> int:
+    return logged(run, "step")
 
 
 def checkpoint_tmps(run: Path) -> set[str]:
@@ -112,8 +127,11 @@ def checkpoint_tmps(run: Path) -> set[str]:
 class Timeline:
     """When the reference run's directory appeared, its last epoch was logged, it exited."""
 
-    def __init__(self, made: float, last_epoch: float, end: float, epochs: int) -> None:
+    def __init__(self, made: float, last_epoch: float, end: float, epochs: int,
+                 steps: int) -> None:
         self.made, self.last_epoch, self.end, self.epochs = made, last_epoch, end, epochs
+        self.steps = steps  # optimizer steps in all (one metrics.jsonl row each)
+        self.step = (last_epoch - made) / max(1, steps)  # seconds a step took, about
 
 
 def reference(data: Path, runs: Path, cwd: Path) -> Timeline:
@@ -131,7 +149,7 @@ def reference(data: Path, runs: Path, cwd: Path) -> Timeline:
     end = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"reference run failed: {last_error(cwd)}")
-    return Timeline(made or 0.0, last or end, end, 4)
+    return Timeline(made or 0.0, last or end, end, 4, steps_logged(run))
 
 
 def kill_when(proc: subprocess.Popen, run: Path, mode: str, rng: random.Random,
@@ -139,19 +157,26 @@ def kill_when(proc: subprocess.Popen, run: Path, mode: str, rng: random.Random,
     """Run `proc` until the fault fires (SIGKILL) or it exits; (killed, what happened)."""
     t0 = time.perf_counter()
     if mode == "anytime":
-        # Start-up (imports) varies by seconds between runs: a delay past the reference's
-        # run directory counts from when this run's directory appears.
-        delay = rng.uniform(max(0.0, ref.made - 1.0), 0.9 * ref.end)
-        made: list[float] = []
+        # Start-up and steps slow down by seconds under load, so the moment is drawn over
+        # the run's own progress, not the clock: 10 % in setup (a delay up to the reference's
+        # run directory), 80 % after optimizer step k of the whole run (plus up to a step's
+        # time), 10 % after the last epoch (as `final`).
+        u = rng.random()
+        if u < 0.1:
+            delay = rng.uniform(0.3, 1.0) * ref.made
+            fire = lambda: time.perf_counter() - t0 >= delay  # noqa: E731
+            what = f"anytime setup {delay:.2f}s"
+        elif u < 0.9:
+            k, extra = max(1, round((u - 0.1) / 0.8 * ref.steps)), rng.uniform(0.0, ref.step)
+            reached: list[float] = []
 
-        def fire() -> bool:
-            now = time.perf_counter()
-            if not made and (run / "config.yaml").exists():
-                made.append(now)
-            if delay < ref.made:
-                return now - t0 >= delay
-            return bool(made) and now - made[0] >= delay - ref.made
-        what = f"anytime {delay:.2f}s"
+            def fire() -> bool:
+                if not reached and steps_logged(run) >= k:
+                    reached.append(time.perf_counter())
+                return bool(reached) and time.perf_counter() - reached[0] >= extra
+            what = f"anytime step {k} +{extra:.2f}s"
+        else:
+            return kill_when(proc, run, "final", rng, ref)
     elif mode == "checkpoint":
         k, seen = rng.randint(1, 14), set()
 
@@ -159,8 +184,8 @@ def kill_when(proc: subprocess.Popen, run: Path, mode: str, rng: random.Random,
             seen.update(checkpoint_tmps(run))
             return len(seen) >= k
         what = f"during checkpoint #{k}"
-    else:  # final
-        extra = rng.uniform(0.0, max(0.05, ref.end - ref.last_epoch))
+    else:  # final: the first half of what follows the last epoch (the rest is exiting)
+        extra = rng.uniform(0.0, max(0.05, 0.5 * (ref.end - ref.last_epoch)))
         logged_at: list[float] = []
 
         def fire() -> bool:
@@ -172,9 +197,27 @@ def kill_when(proc: subprocess.Popen, run: Path, mode: str, rng: random.Random,
         if fire():
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return True, what
+            return True, f"{what} [{phase(run)}]"
         time.sleep(0.001)
     return False, what
+
+
+PHASES = ("setup", "training", "checkpoint write", "final evaluation", "model save",
+          "after summary")
+
+
+def phase(run: Path) -> str:
+    """Where a killed run was, read from what it left: a half-written checkpoint or model
+    folder (`.step-*.tmp`, `.model.*.tmp`) means it died writing one."""
+    if (run / "summary.json").is_file():
+        return "after summary"
+    if not (run / "config.yaml").is_file():
+        return "setup"
+    if any(p.name.startswith(".model.") for p in run.iterdir()):
+        return "model save"
+    if checkpoint_tmps(run):
+        return "checkpoint write"
+    return "final evaluation" if epochs_logged(run) >= 4 else "training"
 
 
 def compare(run: Path, ref: Path) -> list[str]:
@@ -314,6 +357,9 @@ def main() -> None:
               f"left {disk['checkpoints_left']}, resume exit {disk['resume_exit_status']}, "
               f"{'ok' if disk['match'] else 'MISMATCH ' + '; '.join(disk['problems'])}")
     load = os.getloadavg()
+    events = [e for r in results for e in r["events"]]
+    phases = {p: sum(e.endswith(f"[{p}]") for e in events) for p in PHASES}
+    print("kills by phase: " + ", ".join(f"{p} {n}" for p, n in phases.items()))
     counts = {"runs": len(results), "kills": sum(r["kills"] for r in results),
               "killed_runs": sum(r["kills"] > 0 for r in results),
               "resumes": sum(r["resumes"] for r in results),
@@ -324,7 +370,8 @@ def main() -> None:
           f"| {time.time() - started:.0f}s")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "faults.json").write_text(json.dumps({
-        **counts, "seed": args.seed, "load_average": load, "tolerance": TOLERANCE,
+        **counts, "kills_by_phase": phases, "seed": args.seed, "load_average": load,
+        "tolerance": TOLERANCE,
         "reference_seconds": {"run_dir": ref.made, "last_epoch": ref.last_epoch,
                               "exit": ref.end},
         "full_disk": disk, "per_run": results}, indent=2) + "\n")
