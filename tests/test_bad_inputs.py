@@ -100,8 +100,7 @@ def test_bad_input_is_one_line_exit_2_and_no_run(tmp_path, capsys, case):
     for word in words:
         assert word in err, (word, err)
     assert not (out / "r" / "summary.json").exists()  # nothing that looks finished
-    if "image" not in case:  # images are read as they are first batched, in the run
-        assert not (out / "r").exists()  # refused before the run directory was made
+    assert not (out / "r").exists()  # refused before the run directory was made
 
 
 @pytest.mark.parametrize("header, sep", [("text,label", ","), ("text;label", ";"),

@@ -41,3 +41,25 @@ def test_resuming_a_checkpoint_of_another_version_is_one_line(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "loop-state version" in err and "--overwrite" in err, err
+
+
+def test_a_full_disk_mid_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    import warmstart.training.checkpoint as ck
+
+    keeper = Checkpointer(tmp_path / "run", every_steps=1, keep_last=2)
+    weights = {"w": torch.ones(3)}
+    first = keeper.save(weights, {}, LoopState(step=1), [torch.get_rng_state()])
+
+    def full(tensors, path):
+        Path(path).write_bytes(b"\0" * 100)  # half a file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(ck, "save_file", full)
+    with pytest.raises(WarmstartError, match=r"cannot write checkpoint .*step-00000002.*No "
+                       r"space left.*--resume .*run` continues from step-00000001"):
+        keeper.save(weights, {}, LoopState(step=2), [torch.get_rng_state()])
+    assert keeper.latest() == first  # still the resume point, and no half folder is left
+    assert [p.name for p in keeper.dir.iterdir()] == [first.name]
+    assert ck.load_checkpoint(first).loop.step == 1

@@ -124,6 +124,7 @@ def test_image_folder_loads_paths_with_class_names(tmp_path):
     assert len(everything) == 20 and all(p.endswith(".png") for p in everything)
     for path, label in zip(data.train.inputs, decode(data.train, data.label_names), strict=True):
         assert Path(path).is_file() and f"{os.sep}{label}{os.sep}" in path
+    assert data.splits["test"] == {"source": str(tmp_path), "files": data.test.inputs}
 
 
 # --------------------------------------------------------------------------- splits
@@ -349,3 +350,30 @@ def test_trec_benchmark_file():
     assert data.label_names == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
     assert len(data.train) + len(data.validation) + len(data.test) == 5452
     assert abs(len(data.test) - 545) <= 1 and abs(len(data.validation) - 545) <= 1
+
+
+def test_splits_name_the_source_rows_of_each_example(tmp_path):
+    path = balanced(tmp_path / "d.csv")
+    texts = pd.read_csv(path)["text"].tolist()
+    data = task(path, limit=100)
+    rows = {split: data.splits[split]["rows"] for split in ("train", "validation", "test")}
+    for split, examples in (("train", data.train), ("validation", data.validation),
+                            ("test", data.test)):
+        assert data.splits[split]["source"] == str(path)
+        # row r of the file (header = row 1) holds text r - 2 of the frame
+        assert [texts[r - 2] for r in rows[split]] == examples.inputs
+    assert len(rows["train"]) == 100 and not set(rows["train"]) & set(rows["test"])
+    assert not set(rows["validation"]) & (set(rows["train"]) | set(rows["test"]))
+
+
+def test_splits_of_given_files_and_builtin_sets(tmp_path):
+    train = balanced(tmp_path / "train.csv", classes=("x", "y"), per=20)
+    test = write_table(tmp_path / "test.csv", {"text": ["t1", "", "t2"], "label": ["x", "y", "x"]})
+    data = task(train, test=str(test))
+    assert data.splits["test"] == {"source": str(test), "rows": [2, 4]}  # row 3 had no text
+    digits = task("digits")
+    got = digits.splits["validation"]
+    assert got["source"] == "digits" and len(got["indices"]) == len(digits.validation)
+    raw = builtin("digits")
+    assert all(np.array_equal(raw.inputs[i], x)
+               for i, x in zip(got["indices"], digits.validation.inputs))

@@ -82,7 +82,8 @@ def test_only_rank_zero_writes(text_data, strategy):
     run = tmp / strategy / "two"
     names = sorted(p.name for p in run.iterdir())
     assert names == ["README.md", "checkpoints", "config.yaml", "data_files.json",
-                     "environment.json", "metrics.jsonl", "model", "summary.json"]
+                     "environment.json", "metrics.jsonl", "model", "split.json",
+                     "summary.json"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in rows if r["kind"] == "step"]
     assert steps == sorted(set(steps))  # each step logged once, by one process

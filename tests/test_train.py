@@ -89,6 +89,19 @@ def test_predict_and_evaluate_reload_the_saved_model(golden, capsys):
     assert json.loads(capsys.readouterr().out)["label"] == "food"
 
 
+def test_saved_split_re_evaluates_the_held_out_rows(golden):
+    tmp, data, s = golden
+    run = tmp / "runs" / "golden"
+    split = json.loads((run / "split.json").read_text())
+    lines = data.read_text().splitlines()  # row r of the file is line r - 1
+    assert sorted(split["train"]["rows"] + split["validation"]["rows"]
+                  + split["test"]["rows"]) == list(range(2, len(lines) + 1))
+    for name, scores in (("test", s.test), ("validation", s.validation)):
+        held = tmp / f"{name}-again.csv"
+        held.write_text("\n".join([lines[0]] + [lines[r - 1] for r in split[name]["rows"]]))
+        assert evaluate_file(run, held)["accuracy"] == pytest.approx(scores["accuracy"])
+
+
 @pytest.mark.slow
 def test_real_minilm_loss_falls(tmp_path):
     data = write_csv(tmp_path / "toy.csv", make_rows(n_per_class=16))

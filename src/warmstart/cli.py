@@ -74,7 +74,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.output:
         check_writable(Path(args.output), "--output")  # before the metrics are computed
-    metrics = evaluate_file(args.run, args.data)
+    from rich.console import Console
+
+    # A progress bar on a terminal only: nothing with --quiet, in a pipe or a log file.
+    metrics = evaluate_file(args.run, args.data, Console(stderr=True, quiet=args.quiet))
     text = json.dumps(metrics, indent=2)
     if args.output:
         atomic_write_text(Path(args.output), text + "\n")
@@ -147,19 +150,25 @@ def _flat(x: Any, row: dict[str, Any]) -> dict[str, Any]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from warmstart.ship.predict import predict
 
-    if bool(args.text) == bool(args.input):
-        raise WarmstartError("give either --text \"...\" (repeatable) or --input FILE")
+    if sum(map(bool, (args.text, args.image, args.input))) != 1:
+        raise WarmstartError("give one of --text \"...\" (repeatable), --image PATH "
+                             "(repeatable) or --input FILE/FOLDER")
     if args.text_pair and len(args.text_pair) != len(args.text or []):
         raise WarmstartError(f"{len(args.text_pair)} --text-pair for {len(args.text or [])} "
                              "--text; give one --text-pair after each --text")
     _prediction_format(args.output)  # a bad --output fails before the model runs
     if args.text:
+        kind = "text"
         inputs = list(zip(args.text, args.text_pair)) if args.text_pair else args.text
+    elif args.image:
+        from warmstart.ship.predict import image_files
+
+        inputs, kind = image_files(args.image), "image"
     else:
         from warmstart.ship.predict import read_inputs
 
-        inputs = read_inputs(args.run, args.input, args.column, args.pair_column)
-    _write_predictions(predict(args.run, inputs), inputs, args.output)
+        inputs, kind = read_inputs(args.run, args.input, args.column, args.pair_column)
+    _write_predictions(predict(args.run, inputs, kind), inputs, args.output)
     return 0
 
 
@@ -264,19 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics of a finished run on a labelled file")
     p.add_argument("run", help="run directory")
-    p.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file")
+    p.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file; for "
+                   "an image model, a folder with one subfolder of images per class")
     p.add_argument("--output", help="also write the full metrics as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="labels and probabilities from a finished run")
     p.add_argument("run", help="run directory")
     p.add_argument("--text", action="append", help="an input text (repeatable)")
-    p.add_argument("--input", help="a CSV/TSV/JSONL/Parquet file of inputs")
+    p.add_argument("--image", action="extend", nargs="+", metavar="PATH",
+                   help="image files or folders of images, for image models (repeatable)")
+    p.add_argument("--input", help="a CSV/TSV/JSONL/Parquet file of inputs (for an image "
+                   "model: of image paths, in --column, default `path`), or a folder of images")
     p.add_argument("--text-pair", action="append",
                    help="the second text of the pair begun by the --text before it (models "
                         "trained with data.text_pair_column)")
     p.add_argument("--column", default=None,
-                   help="input column of --input (default: the run's data.text_column)")
+                   help="input column of --input (default: the run's data.text_column; for "
+                        "an image model, `path`)")
     p.add_argument("--pair-column", default=None,
                    help="pair column of --input (default: the run's data.text_pair_column)")
     p.add_argument("--output", help="write here, format by extension: .csv, .tsv, .jsonl "

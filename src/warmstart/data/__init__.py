@@ -18,14 +18,14 @@ multilabel and regression.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from warmstart.config import DataConfig, TaskConfig
 from warmstart.data import builtin  # noqa: F401  (importing it fills DATASETS)
-from warmstart.data.base import DATASETS, Examples, RawSet, TaskData
+from warmstart.data.base import DATASETS, Examples, RawSet, TaskData, split_ids
 from warmstart.data.readers import TABLE_FORMATS, read_image_folder, read_path, read_table
 from warmstart.data.split import held_out_size, split_off, stratified_subset
 from warmstart.errors import WarmstartError, did_you_mean
@@ -72,6 +72,9 @@ def load_task(cfg: DataConfig, seed: int, task_cfg: TaskConfig | None = None) ->
             "or data.validation"
         )
     main = _read_main(cfg)
+    is_builtin = cfg.name in DATASETS
+    if main.rows is None:  # a built-in set: its examples are named by their index
+        main = replace(main, rows=list(range(len(main.labels))))
     kind, reason = _task_type(main, cfg, task_cfg)
     given = {
         "test": _read_given(cfg, "test", cfg.test, main.kind),
@@ -126,6 +129,10 @@ def load_task(cfg: DataConfig, seed: int, task_cfg: TaskConfig | None = None) ->
         test=encode.examples(held["test"][0], names),
         source=_describe(main, given),
         task_reason=reason,
+        splits={"train": split_ids(train, cfg.name, is_builtin),
+                **{split: split_ids(raw, getattr(cfg, split) or cfg.name,
+                                    is_builtin and given[split] is None)
+                   for split, (raw, _) in held.items()}},
     )
 
 

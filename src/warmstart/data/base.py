@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +41,9 @@ class TaskData:
     test: Examples
     source: str  # where it came from, for the model card and logs
     task_reason: str = ""  # why this task type (inferred or given), printed at start
+    # Which source examples went into each split (`split_ids`), saved as the run's split.json
+    # so held-out rows can be re-evaluated later.
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def label_names(self) -> list[str]:
@@ -55,7 +58,18 @@ class RawSet:
     inputs: list[Any]
     labels: list[str]
     source: str
-    rows: list[int] | None = None  # each example's row in its file, for messages
+    # Each example's row in its file (the header is row 1); for a built-in set, the
+    # example's index in it (0-based), so a split can name the examples it holds.
+    rows: list[int] | None = None
+
+
+def split_ids(raw: RawSet, source: str, builtin: bool) -> dict[str, Any]:
+    """The examples of one split, as `split.json` records them: the source (`data.name` or
+    the split's own file), and the file's row numbers (tables), the image files (image
+    folders) or the indices (built-in sets)."""
+    if raw.kind == "image" and not builtin and all(isinstance(x, str) for x in raw.inputs):
+        return {"source": source, "files": list(raw.inputs)}
+    return {"source": source, "indices" if builtin else "rows": list(raw.rows or [])}
 
 
 # Built-in datasets: a loader taking no arguments and returning the whole set.

@@ -215,7 +215,33 @@ def read_image_folder(path: str | Path) -> tuple[list[str], list[str]]:
             f"image folder {str(root)!r} has no images in its class subfolders; "
             f"expected files ending in {', '.join(IMAGE_SUFFIXES)}"
         )
+    check_images(inputs)
     return inputs, labels
+
+
+def check_images(paths: list[str]) -> None:
+    """Refuse empty, truncated or unreadable image files now, before a run starts, instead of
+    at the batch that first loads one. Reads each file's structure (PIL's `verify`: headers,
+    and for PNG every chunk's checksum), not its pixels.
+
+    Raises:
+        WarmstartError: naming the first bad file.
+    """
+    from PIL import Image
+
+    for path in paths:
+        try:
+            if Path(path).stat().st_size == 0:
+                raise WarmstartError(f"image file {path!r} is empty (0 bytes); remove it or "
+                                     "copy it again")
+            with Image.open(path) as img:
+                img.verify()
+        except WarmstartError:
+            raise
+        except Exception as e:  # noqa: BLE001  (PIL raises many kinds for a broken file)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            raise WarmstartError(f"image file {path!r} cannot be read as an image ({first}); "
+                                 "remove it or copy it again") from None
 
 
 # --------------------------------------------------------------------------- helpers

@@ -138,15 +138,24 @@ class Checkpointer:
             return self.dir
         final = self.dir / f"step-{loop.step:08d}"
         tmp = atomic_dir(final)
-        save_file(_weights(weights), str(tmp / "model.safetensors"))
-        torch.save({
-            "optimizer": optimizer_state,
-            "rng_by_rank": rng_by_rank,
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "metrics_bytes": self.metrics.stat().st_size if self.metrics.exists() else 0,
-            "loop": loop.to_dict(),
-            "scaler": scaler,
-        }, tmp / "state.pt")
+        try:
+            save_file(_weights(weights), str(tmp / "model.safetensors"))
+            torch.save({
+                "optimizer": optimizer_state,
+                "rng_by_rank": rng_by_rank,
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "metrics_bytes": self.metrics.stat().st_size if self.metrics.exists() else 0,
+                "loop": loop.to_dict(),
+                "scaler": scaler,
+            }, tmp / "state.pt")
+        except OSError as e:  # a full disk, a quota: the half-written folder goes, the last
+            shutil.rmtree(tmp, ignore_errors=True)  # finished checkpoint stays the resume point
+            latest = self.latest()
+            raise WarmstartError(
+                f"cannot write checkpoint {str(final)!r}: {e.strerror or e}; free space (or "
+                "set checkpoint.keep_last=1), then " + (
+                    f"`warmstart train --resume {self.dir.parent}` continues from "
+                    f"{latest.name}" if latest else "run the same command again")) from None
         commit_dir(tmp, final)
         for old in self.all()[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)

@@ -5,6 +5,7 @@ The metrics themselves are the task's (`tasks.py`: scikit-learn's and scipy's ar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,11 @@ from warmstart.training.distributed import current, gather_all
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, batches: Batches, device: torch.device
+    model: nn.Module, batches: Batches, device: torch.device,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels (as the task encodes them) for every example, in the examples'
-    original order.
+    original order; `on_batch(n)` is told the size of each batch done (a progress display).
 
     Under data parallelism each process runs its share and the shares are gathered, so every
     process ends with the whole split's logits.
@@ -35,6 +37,8 @@ def predict_logits(
         labels = batch.pop("labels")
         logits = logits_of(model(**move(batch, device))).float().cpu().numpy()
         parts.append((ids, logits, labels.numpy()))
+        if on_batch is not None:
+            on_batch(len(ids))
     model.train(was_training)
     if batches.world > 1:
         parts = [p for rank in gather_all(current(), parts) for p in rank]

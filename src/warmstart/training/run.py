@@ -103,7 +103,8 @@ def _resume_point(run_dir: Path) -> Resume | None:
     return None if checkpoint is None else load_checkpoint(checkpoint, load_best(run_dir))
 
 
-def _start_run_dir(cfg: RunConfig, run_dir: Path, point: Resume | None) -> None:
+def _start_run_dir(cfg: RunConfig, run_dir: Path, point: Resume | None,
+                   splits: dict[str, Any]) -> None:
     """Create (or, resuming from `point`, reopen) the run directory."""
     if point is not None:
         metrics = run_dir / "metrics.jsonl"
@@ -118,6 +119,14 @@ def _start_run_dir(cfg: RunConfig, run_dir: Path, point: Resume | None) -> None:
     atomic_write_json(run_dir / "environment.json", environment(cfg.train.seed))
     atomic_write_json(run_dir / DATA_FILES, {key: {"path": path, **fingerprint(Path(path))}
                                              for key, path in data_files(cfg).items()})
+    # Which examples each split holds, so held-out rows can be re-evaluated later.
+    atomic_write_json(run_dir / SPLIT, {"note": SPLIT_NOTE, **splits})
+
+
+SPLIT = "split.json"
+SPLIT_NOTE = ("the examples of each split: `rows` are row numbers in the source file (the "
+              "header is row 1, as a spreadsheet shows it), `files` image paths, `indices` "
+              "0-based positions in a built-in dataset; train is after data.limit")
 
 
 DATA_FILES = "data_files.json"  # the data a run read: path, size, mtime, SHA-256 per key
@@ -237,7 +246,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
 
     # Everything the user could get wrong has been checked: now the run directory.
     if place.is_main:
-        _start_run_dir(cfg, run_dir, point)
+        _start_run_dir(cfg, run_dir, point, data.splits)
     distributed.barrier(place)  # the run directory is ready (and truncated on resume)
     console.print(f"[bold]warmstart {__version__}[/] -> {run_dir}"
                   + (f" (resuming at step {point.loop.step})" if point else ""))
