@@ -34,7 +34,14 @@ from rich.console import Console
 
 from warmstart.choose.search_report import write_search_reports
 from warmstart.choose.space import check_space, grid_of, read_space
-from warmstart.choose.trial import COUNTED, STUDY, SearchContext, run_trial
+from warmstart.choose.trial import (
+    COUNTED,
+    STUDY,
+    SearchContext,
+    make_pruner,
+    make_sampler,
+    run_trial,
+)
 from warmstart.config import RunConfig, read_tree, with_overrides
 from warmstart.errors import WarmstartError
 from warmstart.files import FolderLock, atomic_write_text
@@ -42,10 +49,6 @@ from warmstart.tasks import lower_is_better
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
-# The median pruner waits for this many complete trials before it prunes: trials cost minutes
-# and searches are tens of trials, so optuna's 5 would leave a quarter of a 20-trial search
-# unpruned; two full curves already say where a diverging trial stands.
-MEDIAN_STARTUP = 2
 MapFn = Callable[[Callable[[int], dict], Sequence[int], Callable[[int, dict], None]], list[dict]]
 
 
@@ -79,22 +82,6 @@ def search_dir_of(cfg: RunConfig, name: str | None) -> Path:
         name = cfg.output.name or "-".join(Path(x).stem or x
                                            for x in (cfg.model.name, cfg.data.name))
     return (Path(cfg.output.dir) / f"search-{re.sub(r'[^A-Za-z0-9._+-]+', '_', name)}").resolve()
-
-
-def _sampler(optuna: Any, kind: str, space: Any, where: str, seed: int) -> Any:
-    if kind == "grid":
-        return optuna.samplers.GridSampler(grid_of(space, where), seed=seed)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def _pruner(optuna: Any, kind: str) -> Any:
-    if kind == "median":  # from the first epoch on: runs are a few epochs long
-        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP, n_warmup_steps=0)
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
 
 
 def counted(study: Any) -> int:
@@ -180,8 +167,8 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
         study = optuna.create_study(
             storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY, load_if_exists=True,
             direction="minimize" if metric != "auto" and lower_is_better(metric) else "maximize",
-            sampler=_sampler(optuna, sampler, space, where, first.train.seed),
-            pruner=_pruner(optuna, pruner))
+            sampler=make_sampler(sampler, space_tree, first.train.seed),
+            pruner=make_pruner(pruner))
         again = _requeue_interrupted(study, optuna)
         done_before = counted(study)
         wanted = (trials - done_before) if trials is not None else 10**9
@@ -192,7 +179,8 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
                       + (f" within {budget}" if budget else ""), highlight=False)
         split = first.data.split_seed if first.data.split_seed is not None else first.train.seed
         ctx = SearchContext(out, f"sqlite:///{out / 'study.db'}", base, space_tree, metric,
-                            split, None if seconds is None else started + seconds)
+                            split, None if seconds is None else started + seconds,
+                            sampler, pruner, first.train.seed)
         try:
             _run(ctx, max(wanted, 0), console, map_fn)
         finally:

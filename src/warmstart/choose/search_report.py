@@ -47,7 +47,8 @@ def trial_rows(study: Any) -> tuple[list[dict[str, Any]], list[str]]:
                      "score": t.value if t.state.name == "COMPLETE" else None,
                      "test": t.user_attrs.get("test"), "epochs": t.user_attrs.get("epochs"),
                      "best_epoch": t.user_attrs.get("best_epoch"),
-                     "seconds": round(t.user_attrs.get("seconds") or 0), "run": t.user_attrs.get("run"),
+                     "seconds": round(t.user_attrs.get("seconds") or 0),
+                     "run": t.user_attrs.get("run"),
                      **{f"value:{k}": v for k, v in values.items()}})
     return rows, keys
 
