@@ -236,3 +236,53 @@ def test_budget_stops_the_search(tmp_path):
     assert elapsed < 15 + 20, elapsed
     trials = json.loads((tmp_path / "runs" / "search-b" / "search.json").read_text())["trials"]
     assert [t["outcome"] for t in trials] == ["budget"]
+
+
+# --------------------------------------------------------------------------- warmstart auto
+
+def _auto_args(tmp_path: Path, data: Path, budget: str, name: str) -> list[str]:
+    return ["auto", *TINY, f"data.name={data}", f"output.dir={tmp_path / 'runs'}",
+            "--budget", budget, "--name", name]
+
+
+def test_auto_ends_within_its_budget_with_a_usable_winner(tmp_path, capsys):
+    data = write_csv(tmp_path / "toy.csv", make_rows(30))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "warmstart", *_auto_args(tmp_path, data, "60s",
+                                                                          "a")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # +5% of the budget, plus starting Python and torch (not timed by the command itself)
+    assert elapsed < 60 * 1.05 + 10, elapsed
+    out = tmp_path / "runs" / "auto-a"
+    facts = json.loads((out / "auto.json").read_text())
+    assert facts["probe"]["run"].endswith("probe-features")
+    assert facts["plan"]["candidates"] and facts["plan"]["why"]
+    best = Path(facts["best"])
+    assert facts["winner"]["score"] == pytest.approx(
+        read_summary(best).validation[facts["probe"]["metric"]])
+    report = (out / "report.md").read_text()
+    assert "features (probe)" in report and "Rules the candidates come from" in report
+    capsys.readouterr()
+    assert main(["predict", str(best), "--text", "bread cheese soup"]) == 0
+
+
+def test_auto_interrupted_keeps_the_best_so_far(tmp_path, capsys):
+    data = write_csv(tmp_path / "toy.csv", make_rows())
+    out = tmp_path / "runs" / "auto-i"
+    proc = subprocess.Popen([sys.executable, "-m", "warmstart",
+                             *_auto_args(tmp_path, data, "10m", "i")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(out / "race" / "logs" / "trial-0000.log", proc)
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C while the race's first trial trains
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    facts = json.loads((out / "auto.json").read_text())
+    assert facts["best"] == facts["probe"]["run"]  # the only finished candidate
+    capsys.readouterr()
+    assert main(["predict", facts["best"], "--text", "goal match"]) == 0

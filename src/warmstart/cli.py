@@ -8,6 +8,7 @@
     warmstart search [-c base.yaml] [key.sub=value ...] --space space.yaml [--trials N]
                      [--budget 20m] [--sampler tpe|random|grid] [--pruner median|hyperband|none]
                      [--name NAME] [--resume] [--quiet] [--ray ADDRESS]
+    warmstart auto [-c base.yaml] [key.sub=value ...] --budget 10m [--name NAME] [--quiet]
     warmstart evaluate RUN --data file.csv [--output metrics.json]
     warmstart predict RUN (--text "..." ... | --input file.csv) [--output out.csv|out.json]
     warmstart export RUN OUT [--merge]
@@ -242,6 +243,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_auto(args: argparse.Namespace) -> int:
+    from warmstart.choose.auto import auto
+
+    auto(args.config, list(args.overrides), args.budget, name=args.name, quiet=args.quiet)
+    return 0
+
+
 def _train_epilog() -> str:
     from warmstart.config import field_help
 
@@ -330,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "after it and a running one is stopped at it")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid"],
                    help="how values are picked (default: tpe)")
-    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
-                   help="stop bad trials on their per-epoch validation metric (default: median)")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "halving", "none"],
+                   help="stop bad trials on their per-epoch validation metric: median, "
+                   "hyperband, successive halving, or none (default: median)")
     p.add_argument("--name", help="folder <output.dir>/search-NAME (default: output.name, "
                    "else <model>-<data>)")
     p.add_argument("--resume", action="store_true",
@@ -339,6 +348,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the final table")
     _add_ray_options(p, "trials")  # the study is shared through its SQLite file
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("auto", help="pick the strategy and learning rate for this data within "
+                       "a hard time budget; the best run found is the result")
+    p.add_argument("-c", "--config", help="base YAML config (model, data, ...)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    p.add_argument("--budget", required=True, help="wall-clock limit of the whole command, "
+                   "e.g. 90s, 10m, 1h")
+    p.add_argument("--name", help="folder <output.dir>/auto-NAME (default: output.name, else "
+                   "<model>-<data>)")
+    p.add_argument("--quiet", action="store_true", help="print only the result")
+    p.set_defaults(func=cmd_auto)
 
     p = sub.add_parser("export", help="copy a finished run's model to a folder, adapters "
                        "merged into the base weights with --merge")
@@ -361,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     # (`warmstart train --quiet optim.lr=3e-5`), which plain argparse positionals refuse.
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
-    if stray or (extra and args.command not in ("train", "compare", "search")):
+    if stray or (extra and args.command not in ("train", "compare", "search", "auto")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]

@@ -48,7 +48,7 @@ from warmstart.files import FolderLock, atomic_write_text
 from warmstart.tasks import lower_is_better
 
 SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "hyperband", "halving", "none")
 MapFn = Callable[[Callable[[int], dict], Sequence[int], Callable[[int, dict], None]], list[dict]]
 
 
@@ -119,7 +119,8 @@ def _check_same(out: Path, settings: dict[str, Any], resume: bool) -> None:
 def search(config: str | None, overrides: list[str], space_file: str, trials: int | None, *,
            budget: str | None = None, sampler: str = "tpe", pruner: str = "median",
            name: str | None = None, resume: bool = False, quiet: bool = False,
-           map_fn: MapFn | None = None) -> Path:
+           map_fn: MapFn | None = None, out: Path | None = None,
+           enqueue: Sequence[dict[str, Any]] = ()) -> Path:
     """Run (or continue) a search and write its reports; returns the search folder.
 
     Args:
@@ -135,6 +136,8 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
         quiet: print only the final table.
         map_fn: None to run trials one after another here, or a map function such as
             `raysweep.ray_map(...)` to run them in parallel (each loads the shared study).
+        out: the search folder, instead of `<output.dir>/search-<name>` (`warmstart auto`).
+        enqueue: optuna params of trials to run first, in order, when the study is new.
     """
     console = Console(stderr=True, quiet=quiet)
     optuna = optuna_module()
@@ -157,7 +160,7 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
         trials = size if trials is None else min(trials, size)
     if trials is None and seconds is None:
         raise WarmstartError("say how long to search: --trials N, --budget 20m, or both")
-    out = search_dir_of(first, name)
+    out = out.resolve() if out is not None else search_dir_of(first, name)
     settings = {"base": base, "space": space_tree, "sampler": sampler, "pruner": pruner}
     metric = first.train.metric
     with FolderLock(out, "warmstart search", "wait for it to finish, or pass --name"):
@@ -169,6 +172,9 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
             direction="minimize" if metric != "auto" and lower_is_better(metric) else "maximize",
             sampler=make_sampler(sampler, space_tree, first.train.seed),
             pruner=make_pruner(pruner))
+        if not study.trials:
+            for params in enqueue:
+                study.enqueue_trial(params)
         again = _requeue_interrupted(study, optuna)
         done_before = counted(study)
         wanted = (trials - done_before) if trials is not None else 10**9

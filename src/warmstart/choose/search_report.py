@@ -48,7 +48,7 @@ def trial_rows(study: Any) -> tuple[list[dict[str, Any]], list[str]]:
                      "test": t.user_attrs.get("test"), "epochs": t.user_attrs.get("epochs"),
                      "best_epoch": t.user_attrs.get("best_epoch"),
                      "seconds": round(t.user_attrs.get("seconds") or 0),
-                     "run": t.user_attrs.get("run"),
+                     "run": t.user_attrs.get("run"), "why": t.user_attrs.get("why"),
                      **{f"value:{k}": v for k, v in values.items()}})
     return rows, keys
 

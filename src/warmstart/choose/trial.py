@@ -48,7 +48,7 @@ class SearchContext:
     split_seed: int  # one split for every trial
     deadline: float | None  # time.time() after which no trial starts and a running one stops
     sampler: str  # tpe, random or grid
-    pruner: str  # median, hyperband or none
+    pruner: str  # median, hyperband, halving or none
     seed: int  # train.seed: with the number of the trial, the seed of its sampler
 
 
@@ -78,6 +78,8 @@ def make_pruner(kind: str) -> Any:
 
     if kind == "median":  # from the first epoch on: runs are a few epochs long
         return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP, n_warmup_steps=0)
+    if kind == "halving":  # successive halving: keep the best 1/2 at epochs 1, 2, 4, ...
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -109,7 +111,7 @@ def epoch_rows(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen) -> None:
     """Kill a trial's training process (its checkpoints and logs stay where they are)."""
     proc.kill()
     proc.wait()
@@ -134,14 +136,14 @@ def watch(proc: subprocess.Popen, trial: Any, run_dir: Path, ctx: SearchContext,
                 trial.report(float(value), int(row["epoch"]))
             reported += 1
             if not ended and trial.should_prune():
-                _stop(proc)
+                stop(proc)
                 return "pruned", {"epochs": reported,
                                   "why": f"validation {metric} {value:.4f} at epoch "
                                          f"{row['epoch']} below the pruner's bar"}
         if ended:
             break
         if ctx.deadline is not None and time.time() >= ctx.deadline:
-            _stop(proc)
+            stop(proc)
             return "budget", {"epochs": reported, "why": "the budget ran out while training"}
         time.sleep(POLL_SECONDS)
     if proc.returncode != 0:
@@ -157,7 +159,7 @@ def watch(proc: subprocess.Popen, trial: Any, run_dir: Path, ctx: SearchContext,
                         "test": summary.headline if summary.test else None}
 
 
-def _launch(cfg_file: Path, log: Path) -> subprocess.Popen:
+def launch(cfg_file: Path, log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = log.open("w", encoding="utf-8")
     handle.write(f"$ warmstart train --quiet -c {cfg_file}\n")
@@ -197,11 +199,11 @@ def run_trial(ctx: SearchContext, _index: int = 0) -> dict[str, Any]:
         atomic_write_text(cfg_file, dump_config(cfg))
         trial.set_user_attr("values", {k: v for k, v in values.items()})
         trial.set_user_attr("run", str(run_dir))
-        proc = _launch(cfg_file, log)
+        proc = launch(cfg_file, log)
         outcome, more = watch(proc, trial, run_dir, ctx, log)
     except KeyboardInterrupt:
         if proc is not None and proc.poll() is None:
-            _stop(proc)
+            stop(proc)
         trial.set_user_attr("outcome", "interrupted")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params)  # the next session tries these values again
