@@ -73,6 +73,8 @@ def importances(study: Any, optuna: Any) -> tuple[dict[str, float], str]:
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if len(complete) < 2:
         return {}, f"{len(complete)} trial(s) completed; importances need at least 2"
+    if len({t.value for t in complete}) < 2:
+        return {}, "every complete trial scored the same; nothing to attribute"
     try:
         with warnings.catch_warnings():  # few trials: optuna warns that they are few
             warnings.simplefilter("ignore")
@@ -86,33 +88,35 @@ def importance_chart(values: dict[str, float]) -> Figure:
     ax = fig.subplots()
     names = list(values)[::-1]
     ax.barh(names, [values[n] for n in names], color="#3d6fb6")
-    ax.set(xlabel="importance (share of the score's variance, fANOVA)", xlim=(0, 1))
+    ax.set(xlabel="importance (optuna's default evaluator; shares sum to 1)", xlim=(0, 1))
     ax.grid(alpha=0.3, axis="x")
     return fig
 
 
-def _axis(trials: list[Any], name: str) -> tuple[list[float | None], list[str]]:
-    """Each trial's position on one axis in [0, 1] (None: not sampled) and tick labels."""
+def _axis(trials: list[Any], name: str) -> tuple[list[float | None], list[tuple[float, str]]]:
+    """Each trial's position on one axis in [0, 1] (None: not sampled) and the axis's labels
+    (position, text): every choice of a categorical, the two ends of a range."""
     dist = next(t.distributions[name] for t in trials if name in t.distributions)
-    raw = [t.params.get(name) for t in trials]
+    raw = [t.params.get(name, math.nan) for t in trials]
     if hasattr(dist, "choices"):
         choices = list(dist.choices)
         n = max(len(choices) - 1, 1)
-        pos = [None if v is None else choices.index(v) / n for v in raw]
-        return pos, [str(c) for c in choices]
+        pos = [None if v is not None and isinstance(v, float) and math.isnan(v)
+               else choices.index(v) / n for v in raw]
+        return pos, [(i / n, _text(c) or "null") for i, c in enumerate(choices)]
     low, high = float(dist.low), float(dist.high)
     log = getattr(dist, "log", False)
     f = (lambda v: math.log(v)) if log else float
     span = (f(high) - f(low)) or 1.0
-    return ([None if v is None else (f(v) - f(low)) / span for v in raw],
-            [_text(low), _text(high)])
+    return ([None if math.isnan(v) else (f(v) - f(low)) / span for v in raw],
+            [(0.0, _text(low)), (1.0, _text(high))])
 
 
 def parallel_chart(study: Any, metric: str) -> Figure | None:
     """One line per trial across the sampled values and the score; colour: score (pruned and
     failed trials grey)."""
     trials = [t for t in study.trials if t.params]
-    names = sorted({p for t in trials for p in t.params})
+    names = sorted({p for t in trials for p in t.params}, key=lambda p: (":" in p, p))
     if not trials or not names:
         return None
     axes = [_axis(trials, n) for n in names]
@@ -135,10 +139,10 @@ def parallel_chart(study: Any, metric: str) -> Figure | None:
             continue
         shade = (score - lo) / ((hi - lo) or 1.0)
         ax.plot([*xs, len(names)], [*ys, shade], color=cmap(shade), linewidth=2, marker="o")
-    for j, (_, ticks) in enumerate(axes):
+    for j, (_, labels) in enumerate(axes):
         ax.axvline(j, color="0.3", linewidth=0.8)
-        ax.annotate(ticks[0], (j, 0), xytext=(3, -12), textcoords="offset points", fontsize=7)
-        ax.annotate(ticks[-1], (j, 1), xytext=(3, 4), textcoords="offset points", fontsize=7)
+        for y, text in labels:
+            ax.annotate(text, (j, y), xytext=(3, 3), textcoords="offset points", fontsize=7)
     ax.axvline(len(names), color="0.3", linewidth=0.8)
     ax.set_xticks(range(len(names) + 1), [*names, f"validation {metric}"], rotation=20,
                   fontsize=8)
@@ -180,7 +184,8 @@ def write_search_reports(out: Path, study: Any, optuna: Any, metric: str,
     charts = []
     if imp:
         charts.append(Chart("importances", "Parameter importances",
-                            "optuna's fANOVA importance of each sampled value for the score.",
+                            "How much each sampled value mattered for the score "
+                            "(optuna.importance.get_param_importances).",
                             png_base64(importance_chart(imp))))
     else:
         context["importances"] = why

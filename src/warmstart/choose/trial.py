@@ -212,7 +212,7 @@ def run_trial(ctx: SearchContext, _index: int = 0) -> dict[str, Any]:
         outcome, more = "failed", {"why": str(e)}
     facts |= more | {"outcome": outcome, "seconds": round(time.time() - started, 1),
                      "values": trial.user_attrs.get("values", {})}
-    for key in ("outcome", "seconds", "epochs", "best_epoch", "why", "test"):
+    for key in ("outcome", "seconds", "epochs", "best_epoch", "why", "test", "metric"):
         if key in facts:
             trial.set_user_attr(key, facts[key])
     if outcome != "complete" and run_dir.is_dir():  # the partial run says why it stopped
