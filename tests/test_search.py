@@ -286,3 +286,27 @@ def test_auto_interrupted_keeps_the_best_so_far(tmp_path, capsys):
     assert facts["best"] == facts["probe"]["run"]  # the only finished candidate
     capsys.readouterr()
     assert main(["predict", facts["best"], "--text", "goal match"]) == 0
+
+
+def test_search_trials_run_in_parallel_on_ray(tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install "
+                              "'warmstart[ray]'")
+    data = write_csv(tmp_path / "toy.csv", make_rows())
+    space = _space(tmp_path, "optim.lr: {categorical: [0.001, 0.002]}")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        # Enough epochs that each trial trains longer than a Ray worker takes to start.
+        code = main(["search", *TINY, "train.epochs=80", "strategy.name=full", f"data.name={data}",
+                     f"output.dir={tmp_path / 'runs'}", "--space", str(space), "--trials", "2",
+                     "--sampler", "grid", "--name", "r", "--quiet", "--ray", "local"])
+    finally:
+        ray.shutdown()
+    assert code == 0
+    out = tmp_path / "runs" / "search-r"
+    trials = json.loads((out / "search.json").read_text())["trials"]
+    assert sorted(t["value:optim.lr"] for t in trials) == [0.001, 0.002]  # the grid, once each
+    assert all(t["outcome"] == "complete" for t in trials)
+    runs = [out / f"trial-{i:04d}" for i in (0, 1)]
+    started = [(r / "config.yaml").stat().st_mtime for r in runs]
+    finished = [(r / "summary.json").stat().st_mtime for r in runs]
+    assert max(started) < min(finished), (started, finished)  # they overlapped

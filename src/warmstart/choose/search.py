@@ -23,6 +23,7 @@ and `trial.py`.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 import time
@@ -152,12 +153,10 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
     space, space_tree = read_space(space_file)
     where = f"space file {space_file!r}"
     first = check_space(space, base, where)
-    grid = grid_of(space, where) if sampler == "grid" else None
-    if grid is not None:
-        size = 1
-        for values in grid.values():
-            size *= len(values)
-        trials = size if trials is None else min(trials, size)
+    if sampler == "grid":  # every point enqueued, in order (see trial.make_sampler)
+        grid = grid_of(space, where)
+        enqueue = [dict(zip(grid, point)) for point in itertools.product(*grid.values())]
+        trials = len(enqueue) if trials is None else min(trials, len(enqueue))
     if trials is None and seconds is None:
         raise WarmstartError("say how long to search: --trials N, --budget 20m, or both")
     out = out.resolve() if out is not None else search_dir_of(first, name)
@@ -170,7 +169,7 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
         study = optuna.create_study(
             storage=f"sqlite:///{out / 'study.db'}", study_name=STUDY, load_if_exists=True,
             direction="minimize" if metric != "auto" and lower_is_better(metric) else "maximize",
-            sampler=make_sampler(sampler, space_tree, first.train.seed),
+            sampler=make_sampler(sampler, first.train.seed),
             pruner=make_pruner(pruner))
         if not study.trials:
             for params in enqueue:

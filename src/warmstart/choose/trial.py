@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warmstart.choose.space import grid_of, parse_space, sample, trial_tree
+from warmstart.choose.space import parse_space, sample, trial_tree
 from warmstart.config import build_config, dump_config, with_overrides
 from warmstart.errors import WarmstartError
 from warmstart.files import atomic_write_text
@@ -58,18 +58,20 @@ class SearchContext:
 MEDIAN_STARTUP = 2
 
 
-def make_sampler(kind: str, space_tree: Any, seed: int) -> Any:
+def make_sampler(kind: str, seed: int) -> Any:
     """The study's sampler. optuna keeps no sampler in the storage, so each trial (here or on
     a Ray worker) makes it again, seeded with the seed plus the trials so far: a fixed seed
-    alone would draw the same values every time."""
+    alone would draw the same values every time.
+
+    A grid is not sampled: `search` enqueues every point when the study starts, and each
+    `ask` takes the next one atomically from the storage (optuna's GridSampler hands the same
+    point to trials that ask at once, and stops the study in a way only `optimize` allows).
+    """
     import optuna
 
-    if kind == "grid":
-        return optuna.samplers.GridSampler(grid_of(parse_space(space_tree, "space file"),
-                                                   "space file"), seed=seed)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def make_pruner(kind: str) -> Any:
@@ -171,7 +173,7 @@ def launch(cfg_file: Path, log: Path) -> subprocess.Popen:
         handle.close()  # the child holds its own copy
 
 
-def run_trial(ctx: SearchContext, _index: int = 0) -> dict[str, Any]:
+def run_trial(ctx: SearchContext, index: int = 0) -> dict[str, Any]:
     """Ask the study for one trial, train it, tell the study; the trial's row of facts.
 
     Returns {} without asking when the budget is already spent.
@@ -182,7 +184,10 @@ def run_trial(ctx: SearchContext, _index: int = 0) -> dict[str, Any]:
         return {}
     study = optuna.load_study(study_name=STUDY, storage=ctx.storage,
                               pruner=make_pruner(ctx.pruner))
-    study.sampler = make_sampler(ctx.sampler, ctx.space, ctx.seed * 100_003 + len(study.trials))
+    # The trials so far and this trial's index in the batch: trials that ask at once (Ray)
+    # draw with different seeds.
+    study.sampler = make_sampler(ctx.sampler, ctx.seed * 100_003 + len(study.trials) * 1_009
+                                 + index)
     trial = study.ask()
     name = f"trial-{trial.number:04d}"
     run_dir = ctx.out / name
