@@ -202,14 +202,13 @@ def test_search_reports(killed_and_resumed):
 
 
 def test_pruning_stops_a_diverging_trial(tmp_path):
-    """lr 3.0 diverges; with train.seed=4 the random sampler draws 3.0, 0.003, 0.003, 3.0, so
-    the last trial meets two good complete ones and the median pruner stops it."""
+    """lr 3.0 diverges. A grid runs its points in order, so the diverging trial comes after
+    two good complete ones and the median pruner stops it at its first epoch."""
     data = write_csv(tmp_path / "toy.csv", make_rows(30))
-    space = _space(tmp_path, "optim.lr: {categorical: [0.003, 3.0]}")
+    space = _space(tmp_path, "optim.lr: {categorical: [0.003, 0.002, 3.0]}")
     code = main(["search", *TINY, "strategy.name=full", "train.epochs=3", "train.metric=loss",
-                 "train.seed=4", f"data.name={data}", f"output.dir={tmp_path / 'runs'}",
-                 "--space", str(space), "--trials", "4", "--sampler", "random", "--name", "p",
-                 "--quiet"])
+                 f"data.name={data}", f"output.dir={tmp_path / 'runs'}", "--space", str(space),
+                 "--sampler", "grid", "--name", "p", "--quiet"])
     assert code == 0
     out = tmp_path / "runs" / "search-p"
     trials = json.loads((out / "search.json").read_text())["trials"]
@@ -220,7 +219,8 @@ def test_pruning_stops_a_diverging_trial(tmp_path):
         run = Path(t["run"])
         assert json.loads((run / "trial.json").read_text())["outcome"] == "pruned"
         assert not (run / "summary.json").exists()
-    assert all(t["outcome"] == "complete" for t in trials if t["value:optim.lr"] == 0.003)
+    assert [t["value:optim.lr"] for t in trials] == [0.003, 0.002, 3.0]
+    assert [t["outcome"] for t in trials] == ["complete", "complete", "pruned"]
 
 
 def test_budget_stops_the_search(tmp_path):
