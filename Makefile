@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[builtin,peft,log,dev,ray,onnx,serve]"
+	$(BIN)/python -m pip install -q -e ".[builtin,peft,log,dev,ray,onnx,serve,search]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -5,6 +5,10 @@
     warmstart compare [-c base.yaml] [key.sub=value ...] [--strategies head,partial:k=2,...]
                       [--seeds N|a,b,...] [--name NAME] [--overwrite] [--quiet]
                       [--ray ADDRESS [--ray-cpus N] [--ray-gpus N]]
+    warmstart search [-c base.yaml] [key.sub=value ...] --space space.yaml [--trials N]
+                     [--budget 20m] [--sampler tpe|random|grid] [--pruner median|hyperband|none]
+                     [--name NAME] [--resume] [--quiet] [--ray ADDRESS]
+    warmstart auto [-c base.yaml] [key.sub=value ...] --budget 10m [--name NAME] [--quiet]
     warmstart evaluate RUN --data file.csv [--output metrics.json]
     warmstart predict RUN (--text "..." ... | --input file.csv) [--output out.csv|out.json]
     warmstart export RUN OUT [--merge]
@@ -213,6 +217,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ray_map_of(args: argparse.Namespace) -> Any:
+    """With --ray: a map function running each piece of work as a Ray task; else None."""
+    if args.ray is None:
+        return None
+    from rich.console import Console
+
+    from warmstart.choose.raysweep import RayOptions, ray_map
+
+    return ray_map(RayOptions(args.ray, args.ray_cpus, args.ray_gpus),
+                   Console(stderr=True, quiet=args.quiet))
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -233,15 +249,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = DEMO_OVERRIDES if demo else list(args.overrides)
     strategies = (split_specs(args.strategies) if args.strategies
                   else registered_demo_strategies(Console(stderr=True, quiet=args.quiet)))
-    map_fn = serial_map
-    if args.ray is not None:
-        from warmstart.choose.raysweep import RayOptions, ray_map
-
-        map_fn = ray_map(RayOptions(args.ray, args.ray_cpus, args.ray_gpus),
-                         Console(stderr=True, quiet=args.quiet))
+    map_fn = _ray_map_of(args) or serial_map
     compare(args.config, overrides, strategies, args.seeds,
             name=args.name or ("demo" if demo else None), overwrite=args.overwrite,
             quiet=args.quiet, map_fn=map_fn)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from warmstart.choose.search import search
+
+    map_fn = _ray_map_of(args)
+    search(args.config, list(args.overrides), args.space, args.trials, budget=args.budget,
+           sampler=args.sampler, pruner=args.pruner, name=args.name, resume=args.resume,
+           quiet=args.quiet, map_fn=map_fn)
+    return 0
+
+
+def cmd_auto(args: argparse.Namespace) -> int:
+    from warmstart.choose.auto import auto
+
+    auto(args.config, list(args.overrides), args.budget, name=args.name, quiet=args.quiet)
     return 0
 
 
@@ -252,6 +280,17 @@ def _train_epilog() -> str:
     for key, default, help_ in field_help():
         lines.append(f"  {key:<24} {default!r:<14} {help_}")
     return "\n".join(lines)
+
+
+def _add_ray_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--ray, --ray-cpus, --ray-gpus: `what` (runs, trials) as parallel Ray tasks."""
+    p.add_argument("--ray", metavar="ADDRESS", help=f"train the {what} in parallel as Ray tasks "
+                   "(pip install 'warmstart[ray]'): local (start Ray here), auto (this "
+                   "machine's cluster) or a cluster address (ray://head:10001)")
+    p.add_argument("--ray-cpus", type=float, default=1.0, help=f"CPUs each of the {what} "
+                   "reserves on Ray (its torch threads; default: 1)")
+    p.add_argument("--ray-gpus", type=float, default=0.0,
+                   help=f"GPUs each of the {what} reserves on Ray (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,14 +351,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished runs too (default: reuse them)")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
-    p.add_argument("--ray", metavar="ADDRESS", help="train the runs in parallel as Ray tasks "
-                   "(pip install 'warmstart[ray]'): local (start Ray here), auto (this "
-                   "machine's cluster) or a cluster address (ray://head:10001)")
-    p.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each run reserves on Ray "
-                   "(its torch threads; default: 1)")
-    p.add_argument("--ray-gpus", type=float, default=0.0,
-                   help="GPUs each run reserves on Ray (default: 0)")
+    _add_ray_options(p, "runs")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("search", help="search a space of config keys with optuna; the best "
+                       "trial's run directory is the result (pip install 'warmstart[search]')")
+    p.add_argument("-c", "--config", help="base YAML config every trial starts from")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    p.add_argument("--space", required=True, help="YAML space file: config key -> {log|uniform|"
+                   "int: [low, high]} or {categorical: [...]}, or a mapping of choices "
+                   "(see README, Choosing automatically)")
+    p.add_argument("--trials", type=int, help="trials the study holds when done (counted over "
+                   "--resume); default: until --budget is spent (grid: the whole grid)")
+    p.add_argument("--budget", help="wall-clock limit, e.g. 90s, 20m, 1h30m: no trial starts "
+                   "after it and a running one is stopped at it")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "grid"],
+                   help="how values are picked (default: tpe)")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "halving", "none"],
+                   help="stop bad trials on their per-epoch validation metric: median, "
+                   "hyperband, successive halving, or none (default: median)")
+    p.add_argument("--name", help="folder <output.dir>/search-NAME (default: output.name, "
+                   "else <model>-<data>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the search in that folder (finished trials are kept)")
+    p.add_argument("--quiet", action="store_true", help="print only the final table")
+    _add_ray_options(p, "trials")  # the study is shared through its SQLite file
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("auto", help="pick the strategy and learning rate for this data within "
+                       "a hard time budget; the best run found is the result")
+    p.add_argument("-c", "--config", help="base YAML config (model, data, ...)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    p.add_argument("--budget", required=True, help="wall-clock limit of the whole command, "
+                   "e.g. 90s, 10m, 1h")
+    p.add_argument("--name", help="folder <output.dir>/auto-NAME (default: output.name, else "
+                   "<model>-<data>)")
+    p.add_argument("--quiet", action="store_true", help="print only the result")
+    p.set_defaults(func=cmd_auto)
 
     p = sub.add_parser("export", help="copy a finished run's model to a folder, adapters "
                        "merged into the base weights with --merge")
@@ -361,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     # (`warmstart train --quiet optim.lr=3e-5`), which plain argparse positionals refuse.
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
-    if stray or (extra and args.command not in ("train", "compare")):
+    if stray or (extra and args.command not in ("train", "compare", "search", "auto")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]

@@ -58,8 +58,9 @@ def results_table(rows: list[Row], best: dict[str, set[str]]) -> str:
             f'<th>model cards</th></tr></thead><tbody>{"".join(body)}</tbody></table>')
 
 
-def page(title: str, context: dict[str, str], table: str, charts: list[Chart]) -> str:
-    """The whole document."""
+def page(title: str, context: dict[str, str], table: str, charts: list[Chart], *,
+         legend: str = LEGEND) -> str:
+    """The whole document (`legend`: the note under the table)."""
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in context.items())
     figures = "".join(
         f'<section><h2>{escape(c.title)}</h2><figure id="{escape(c.id)}">'
@@ -73,6 +74,6 @@ def page(title: str, context: dict[str, str], table: str, charts: list[Chart]) -
         f"<style>{CSS}</style></head><body>"
         f'<h1>{escape(title)}</h1><dl class="context">{facts}</dl>'
         f'<h2>Results</h2><div class="scroll">{table}</div>'
-        f'<p class="legend">{escape(LEGEND)}</p>{figures}'
+        f'<p class="legend">{escape(legend)}</p>{figures}'
         "</body></html>\n"
     )

@@ -1,0 +1,287 @@
+"""`warmstart auto --budget 10m`: pick the strategy and its learning rate within a hard budget.
+
+    warmstart auto -c base.yaml --budget 10m [--name NAME]
+
+1. Probe: the `features` strategy (frozen model, one pass, a logistic regression fitted by
+   scikit-learn) is trained first. Its run is the first candidate and the fallback result;
+   its pass over the data measures this machine's forward throughput.
+2. Plan: `plan()` picks the candidates from the data size, the examples per class and the
+   probe's validation score by the rules in `RULES` (also in the README), and the epochs each
+   may train from the budget left and the measured throughput times `COST` (a strategy's
+   training step against one forward pass: the backward pass, what stays cached).
+3. Race: every (strategy, learning rate) pair is a trial of a `warmstart search` in
+   `<auto>/race`, run in order, pruned by successive halving on the validation metric
+   (the best half survives each of epochs 1, 2, 4, ...), stopped at the budget.
+4. Finish: the best validation score among the probe and the race's trials wins; its run
+   directory is the result (`auto.json`: `best`), nothing is retrained; `report.md` says what
+   was tried, what each scored and cost, why it stopped, and why the winner won.
+
+The budget is a hard limit: the race gets what the probe left less a reserve for the reports,
+a trial is killed at the limit, and Ctrl-C leaves `auto.json` naming the best finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from warmstart.choose.search import optuna_module, parse_budget, search
+from warmstart.choose.trial import launch, stop
+from warmstart.config import RunConfig, build_config, dump_config, read_tree, with_overrides
+from warmstart.errors import WarmstartError
+from warmstart.files import FolderLock, atomic_write_text
+from warmstart.options import own_options_only
+from warmstart.strategies import STRATEGY_DEFAULTS
+from warmstart.summary import RunSummary, read_summary
+from warmstart.tasks import lower_is_better
+
+# Time kept back from the race for writing the reports, as a share of the budget (at most
+# REPORT_SECONDS): the budget is the whole command's, reports included.
+REPORT_SHARE, REPORT_SECONDS = 0.03, 20.0
+# A training step's cost in forward passes of the whole model: the backward pass costs about
+# two forwards over what trains (full, llrd, lp-ft: everything); lora adds its adapters but
+# needs no weight gradients; partial k=2 backpropagates through the top groups only; head
+# trains on cached features. Estimates to size the epochs, not measurements.
+COST = {"head": 0.05, "partial": 1.5, "lora": 2.5, "bitfit": 2.0, "full": 3.0, "llrd": 3.0,
+        "lp-ft": 3.0}
+RULES = (
+    ("few examples per class (< 20) or an excellent probe (>= 0.9): the features already "
+     "separate the classes and there is too little data to move the whole model; head, "
+     "LP-FT and partial k=2 stay close to the pretrained features",
+     ["head", "lp-ft", "partial:k=2"]),
+    ("plenty of data (>= 5000 examples) and a weak probe (< 0.7): the features do not fit the "
+     "task and the data can move the model; full, layer-wise decay and LoRA",
+     ["full", "llrd", "lora"]),
+    ("otherwise: one candidate of each kind, cheapest first", ["head", "partial:k=2", "lora",
+                                                               "full"]),
+)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the probe measured."""
+
+    run: Path
+    summary: RunSummary
+    kind: str  # text or image
+
+    @property
+    def score(self) -> float:
+        return float(self.summary.validation.get(self.summary.metric, math.nan))
+
+    @property
+    def per_class(self) -> float:
+        return self.summary.examples.train / max(len(self.summary.labels), 1)
+
+    @property
+    def forward_seconds_per_epoch(self) -> float:
+        """Seconds of one forward pass over the training split (the probe's caching pass)."""
+        return max(self.summary.cache_seconds or self.summary.train_seconds, 1e-3)
+
+
+def plan(probe: Probe) -> tuple[list[str], str]:
+    """The candidate strategies (compare-style specs) and the rule that chose them."""
+    n, q = probe.summary.examples.train, probe.score
+    higher = not lower_is_better(probe.summary.metric)
+    if probe.per_class < 20 or (higher and q >= 0.9):
+        return RULES[0][1], RULES[0][0]
+    if n >= 5000 and higher and q < 0.7:
+        return RULES[1][1], RULES[1][0]
+    return RULES[2][1], RULES[2][0]
+
+
+def pairs_of(specs: list[str], kind: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The race's space (a choice of strategy, each with its option and learning rates) and
+    its (strategy, lr) pairs as optuna params: each strategy at its default lr for this kind
+    of model and at 3x and 1/3 of it (the model's default lr when the strategy has none)."""
+    space: dict[str, Any] = {}
+    pairs = []
+    for spec in specs:
+        name, _, option = spec.partition(":")
+        default = STRATEGY_DEFAULTS.get(name, {}).get(kind)
+        lrs = ([default.lr, default.lr * 3, default.lr / 3]
+               if default is not None and default.lr is not None else [None])
+        branch: dict[str, Any] = {"optim.lr": {"categorical": lrs}}
+        extra = {}
+        if option:
+            key, _, value = option.partition("=")
+            branch[f"strategy.{key}"] = {"categorical": [int(value)]}
+            extra = {f"{name}:strategy.{key}": int(value)}
+        space[name] = branch
+        pairs += [{"strategy.name": name, **extra, f"{name}:optim.lr": lr} for lr in lrs]
+    return {"strategy.name": space}, pairs
+
+
+def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float) -> int:
+    """Epochs per trial such that all pairs would fit in `seconds` if none were pruned
+    (pruning frees the time for later trials); 1 to 3."""
+    overhead = max(probe.summary.wall_seconds - probe.summary.train_seconds, 1.0)
+    per_epoch = sum(COST.get(s.split(":")[0], 3.0) for s in specs) / len(specs) \
+        * probe.forward_seconds_per_epoch
+    fit = (seconds / max(pairs, 1) - overhead) / max(per_epoch, 1e-3)
+    return int(min(3, max(1, math.floor(fit))))
+
+
+def _run_probe(base: dict[str, Any], out: Path, deadline: float) -> Probe | None:
+    """Train the features probe (sklearn's logistic regression); None if out of time."""
+    cfg = build_config(with_overrides(own_options_only(with_overrides(
+        base, ["strategy.name=features"])), ["strategy.classifier=sklearn", f"output.dir={out}",
+                                             "output.name=probe-features"]))
+    cfg_file = out / "configs" / "probe-features.yaml"
+    cfg_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cfg_file, dump_config(cfg))
+    log = out / "logs" / "probe-features.log"
+    proc = launch(cfg_file, log)
+    try:
+        while proc.poll() is None:
+            if time.time() >= deadline:
+                stop(proc)
+                return None
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stop(proc)
+        raise
+    if proc.returncode != 0:
+        last = log.read_text(encoding="utf-8").strip().splitlines()[-1]
+        raise WarmstartError(f"the features probe failed: {last.removeprefix('warmstart: error: ')}"
+                             f" (log: {log}); fix the base config and run auto again")
+    run = out / "probe-features"
+    meta = json.loads((run / "model" / "warmstart_model.json").read_text(encoding="utf-8"))
+    return Probe(run, read_summary(run), meta.get("kind", "text"))
+
+
+def auto_dir_of(cfg: RunConfig, name: str | None) -> Path:
+    if not name:
+        name = cfg.output.name or "-".join(Path(x).stem or x
+                                           for x in (cfg.model.name, cfg.data.name))
+    return (Path(cfg.output.dir) / f"auto-{re.sub(r'[^A-Za-z0-9._+-]+', '_', name)}").resolve()
+
+
+def auto(config: str | None, overrides: list[str], budget: str, *, name: str | None = None,
+         quiet: bool = False) -> Path:
+    """Probe, plan, race within `budget`; write auto.json and report.md; the auto folder."""
+    started = time.time()
+    seconds = parse_budget(budget)
+    optuna_module()
+    console = Console(stderr=True, quiet=quiet)
+    base = with_overrides(read_tree(config), overrides)
+    cfg = build_config(own_options_only(base))
+    out = auto_dir_of(cfg, name)
+    deadline = started + seconds - min(REPORT_SHARE * seconds, REPORT_SECONDS)
+    with FolderLock(out, "warmstart auto", "wait for it to finish, or pass --name"):
+        if (out / "probe-features").exists():
+            raise WarmstartError(f"{out} holds an earlier auto run; pass --name NAME for a new "
+                                 "one (or delete the folder)")
+        facts: dict[str, Any] = {"budget_seconds": seconds, "rules": [r[0] for r in RULES]}
+        try:
+            _auto(base, out, deadline, facts, console)
+        finally:  # also after Ctrl-C: the best finished run is named
+            facts["seconds"] = round(time.time() - started, 1)
+            _finish(out, facts, console)
+    return out
+
+
+def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any],
+          console: Console) -> None:
+    console.print(f"[bold]warmstart auto[/] -> {out}: probing with features", highlight=False)
+    probe = _run_probe(base, out, deadline)
+    if probe is None:
+        facts["stopped"] = "the budget ran out during the probe"
+        return
+    facts["probe"] = {"run": str(probe.run), "score": probe.score,
+                      "metric": probe.summary.metric, "seconds": probe.summary.wall_seconds,
+                      "train_examples": probe.summary.examples.train,
+                      "classes": len(probe.summary.labels)}
+    specs, why = plan(probe)
+    space, pairs = pairs_of(specs, probe.kind)
+    left = deadline - time.time()
+    epochs = epochs_for(probe, specs, len(pairs), left)
+    facts["plan"] = {"candidates": specs, "why": why, "pairs": len(pairs), "epochs": epochs,
+                     "seconds_left": round(left, 1)}
+    console.print(f"probe: validation {probe.summary.metric} {probe.score:.4f} on "
+                  f"{probe.summary.examples.train} examples; candidates {', '.join(specs)} "
+                  f"({why.split(':')[0]}); {len(pairs)} (strategy, lr) pairs, {epochs} "
+                  f"epoch(s) each, {left:.0f}s left", highlight=False)
+    if left < 1:
+        facts["stopped"] = "no time left after the probe"
+        return
+    space_file = out / "race-space.yaml"
+    atomic_write_text(space_file, yaml.safe_dump(space, sort_keys=False))
+    race = out / "race"
+    facts["race"] = str(race)
+    search(None, [*_as_overrides(base), f"train.epochs={epochs}"], str(space_file), len(pairs),
+           budget=f"{left:.1f}s", sampler="random", pruner="halving", quiet=console.quiet,
+           out=race, enqueue=pairs)
+    outcomes = [t["outcome"] for t in
+                json.loads((race / "search.json").read_text(encoding="utf-8"))["trials"]]
+    if "budget" in outcomes or len(outcomes) < len(pairs):
+        facts["stopped"] = (f"the budget ran out after {outcomes.count('complete')} complete "
+                            f"and {outcomes.count('pruned')} pruned of {len(pairs)} pairs")
+
+
+def _as_overrides(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """A config tree as dotted key=value overrides (the race's base)."""
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += _as_overrides(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value)}")
+    return out
+
+
+def _finish(out: Path, facts: dict[str, Any], console: Console) -> None:
+    """Name the winner among the probe and the race's complete trials; write the reports."""
+    candidates = []
+    if "probe" in facts:
+        candidates.append(("features (probe)", facts["probe"]["score"], facts["probe"]["run"]))
+    race = out / "race" / "search.json"
+    trials = json.loads(race.read_text(encoding="utf-8"))["trials"] if race.is_file() else []
+    for t in trials:
+        if t["outcome"] == "complete":
+            label = ", ".join(f"{k.split(':')[-1]}={v}" for k, v in t.items()
+                              if k.startswith("value:") and v is not None)
+            candidates.append((label, t["score"], t["run"]))
+    metric = facts.get("probe", {}).get("metric", "accuracy")
+    sign = -1 if lower_is_better(metric) else 1
+    scored = [c for c in candidates if isinstance(c[1], float) and math.isfinite(c[1])]
+    best = max(scored, key=lambda c: sign * c[1]) if scored else None
+    facts["best"] = best[2] if best else None
+    facts["winner"] = ({"what": best[0], "score": best[1], "why": f"the best validation "
+                        f"{metric} of {len(scored)} finished candidate(s)"} if best else None)
+    if best:
+        summary = read_summary(Path(best[2]))
+        facts["winner"]["test"] = summary.headline if summary.test else None
+    atomic_write_text(out / "auto.json", json.dumps(facts, indent=1, default=str) + "\n")
+    lines = [f"# warmstart auto: {out.name}", "",
+             f"- **budget**: {facts['budget_seconds']:.0f} s; used {facts['seconds']:.0f} s",
+             f"- **probe**: {json.dumps(facts.get('probe'))}",
+             f"- **plan**: {json.dumps(facts.get('plan'))}",
+             f"- **stopped**: {facts.get('stopped', 'all planned trials ended')}",
+             f"- **winner**: {json.dumps(facts['winner'])} -> {facts['best']}", "",
+             "| candidate | outcome | validation | epochs | seconds | why it stopped |",
+             "|---|---|---|---|---|---|"]
+    if "probe" in facts:
+        lines.append(f"| features (probe) | complete | {facts['probe']['score']:.4f} | 1 | "
+                     f"{facts['probe']['seconds']:.0f} | |")
+    for t in trials:
+        label = ", ".join(f"{k.split(':')[-1]}={v}" for k, v in t.items()
+                          if k.startswith("value:") and v is not None)
+        score = f"{t['score']:.4f}" if isinstance(t.get("score"), float) else ""
+        lines.append(f"| {label} | {t['outcome']} | {score} | {t.get('epochs') or ''} | "
+                     f"{t.get('seconds') or ''} | {t.get('why') or ''} |")
+    lines += ["", "Rules the candidates come from:", *[f"- {r}" for r in facts["rules"]], "",
+              "The test score is the winner's only; every choice was made on validation."]
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    console.print(f"winner: {facts['winner']['what']} (validation {metric} "
+                  f"{facts['winner']['score']:.4f}) -> {facts['best']}" if best else
+                  "winner: none (nothing finished in the budget)", highlight=False)
+    console.print(f"written: {out / 'auto.json'}, {out / 'report.md'}", highlight=False)
