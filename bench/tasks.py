@@ -48,6 +48,8 @@ def run_one(part: str, spec: str, seed: int) -> dict[str, str]:
     s, wall, load = train_summary(PARTS[part][0], spec, seed)
     task = s.get("task", "classification")
     shown = {k: round(s["test"][k], 4) for k in SHOWN[task] if k in s["test"]}
+    if task == "classification" and len(s["labels"]) == 2:  # MRPC's F1: the positive class's
+        shown["f1_positive"] = round(s["test"]["per_class"][s["labels"][1]]["f1-score"], 4)
     return {"key": f"{part}|{spec}|{seed}", "part": part, "strategy": spec, "seed": str(seed),
             "task": task, "metrics": " ".join(f"{k}={v}" for k, v in shown.items()),
             "epochs": str(s["epochs"]), "lr": f"{s['lr']['base']:g}",
