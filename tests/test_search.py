@@ -203,10 +203,11 @@ def test_search_reports(killed_and_resumed):
 
 def test_pruning_stops_a_diverging_trial(tmp_path):
     """lr 3.0 diverges. A grid runs its points in order, so the diverging trial comes after
-    two good complete ones and the median pruner stops it at its first epoch."""
+    two good complete ones and the median pruner stops it at an early epoch. Enough epochs
+    that even on a quiet machine the trial cannot finish before the watcher sees its first."""
     data = write_csv(tmp_path / "toy.csv", make_rows(30))
     space = _space(tmp_path, "optim.lr: {categorical: [0.003, 0.002, 3.0]}")
-    code = main(["search", *TINY, "strategy.name=full", "train.epochs=3", "train.metric=loss",
+    code = main(["search", *TINY, "strategy.name=full", "train.epochs=40", "train.metric=loss",
                  f"data.name={data}", f"output.dir={tmp_path / 'runs'}", "--space", str(space),
                  "--sampler", "grid", "--name", "p", "--quiet"])
     assert code == 0
@@ -215,7 +216,7 @@ def test_pruning_stops_a_diverging_trial(tmp_path):
     pruned = [t for t in trials if t["outcome"] == "pruned"]
     assert pruned, trials
     for t in pruned:
-        assert t["value:optim.lr"] == 3.0 and t["epochs"] < 3
+        assert t["value:optim.lr"] == 3.0 and t["epochs"] < 40
         run = Path(t["run"])
         assert json.loads((run / "trial.json").read_text())["outcome"] == "pruned"
         assert not (run / "summary.json").exists()
@@ -224,10 +225,11 @@ def test_pruning_stops_a_diverging_trial(tmp_path):
 
 
 def test_budget_stops_the_search(tmp_path):
-    data = write_csv(tmp_path / "toy.csv", make_rows())
+    # Far more training than 15 s allows on any machine: the first trial meets the budget.
+    data = write_csv(tmp_path / "toy.csv", make_rows(100))
     space = _space(tmp_path, "optim.lr: {log: [1.0e-4, 1.0e-2]}")
     started = time.monotonic()
-    code = main(["search", *TINY, "strategy.name=full", "train.epochs=50", f"data.name={data}",
+    code = main(["search", *TINY, "strategy.name=full", "train.epochs=500", f"data.name={data}",
                  f"output.dir={tmp_path / 'runs'}", "--space", str(space), "--trials", "5",
                  "--budget", "15s", "--name", "b", "--quiet"])
     elapsed = time.monotonic() - started
@@ -269,14 +271,16 @@ def test_auto_ends_within_its_budget_with_a_usable_winner(tmp_path, capsys):
 
 
 def test_auto_interrupted_keeps_the_best_so_far(tmp_path, capsys):
-    data = write_csv(tmp_path / "toy.csv", make_rows())
+    # Enough data that the race's first trial is still training when Ctrl-C comes, even on a
+    # quiet machine.
+    data = write_csv(tmp_path / "toy.csv", make_rows(150))
     out = tmp_path / "runs" / "auto-i"
     proc = subprocess.Popen([sys.executable, "-m", "warmstart",
                              *_auto_args(tmp_path, data, "10m", "i")], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         _wait_for(out / "race" / "logs" / "trial-0000.log", proc)
-        time.sleep(2)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)  # Ctrl-C while the race's first trial trains
         assert proc.wait(timeout=60) == 130
     finally:
