@@ -21,9 +21,7 @@ a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 import sys
 from pathlib import Path
@@ -94,64 +92,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-PREDICTION_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json",
-                      ".parquet": "parquet"}
-
-
-def _prediction_format(output: str | None) -> str:
-    """The format `--output` names by its extension (checked before any work is done)."""
-    if output is None:
-        return "jsonl"
-    fmt = PREDICTION_FORMATS.get(Path(output).suffix.lower())
-    if fmt is None:
-        raise WarmstartError(f"--output {output!r}: unknown extension {Path(output).suffix!r}; "
-                             f"use one of {', '.join(PREDICTION_FORMATS)}")
-    check_writable(Path(output), "--output")
-    return fmt
-
-
-def _write_predictions(rows: list[dict[str, Any]], inputs: list[Any], output: str | None) -> None:
-    """Write by the extension of `output` (JSON lines on stdout without one): one record per
-    input with the input (and its pair), what the task predicts (label / labels joined by ;
-    / score) and p_<label> for each probability; JSON keeps lists and nested probabilities."""
-    fmt = _prediction_format(output)
-    if fmt in ("jsonl", "json"):
-        records = [{"input": list(x) if isinstance(x, tuple) else str(x), **r}
-                   for x, r in zip(inputs, rows)]
-        text = ("".join(json.dumps(r) + "\n" for r in records) if fmt == "jsonl"
-                else json.dumps(records, indent=1) + "\n")
-    else:
-        table = [_flat(x, r) for x, r in zip(inputs, rows)]
-        if fmt == "parquet":
-            import pandas as pd
-
-            pd.DataFrame(table).to_parquet(output, index=False)
-            return
-        buf = io.StringIO()
-        writer = csv.writer(buf, delimiter="\t" if fmt == "tsv" else ",")
-        if table:
-            writer.writerow(list(table[0]))
-        for record in table:
-            writer.writerow([f"{v:.6f}" if isinstance(v, float) and k.startswith("p_") else v
-                             for k, v in record.items()])
-        text = buf.getvalue()
-    if output:
-        atomic_write_text(Path(output), text)
-    else:
-        sys.stdout.write(text)
-
-
-def _flat(x: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """One prediction as a flat record (a table row)."""
-    out: dict[str, Any] = ({"input": x[0], "input_pair": x[1]} if isinstance(x, tuple)
-                           else {"input": str(x)})
-    for key, value in row.items():
-        if key != "probabilities":
-            out[key] = ";".join(value) if isinstance(value, list) else value
-    return out | {f"p_{name}": p for name, p in row.get("probabilities", {}).items()}
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
+    from warmstart.ship.output import prediction_format, write_predictions
     from warmstart.ship.predict import predict
 
     if sum(map(bool, (args.text, args.image, args.input))) != 1:
@@ -160,7 +102,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.text_pair and len(args.text_pair) != len(args.text or []):
         raise WarmstartError(f"{len(args.text_pair)} --text-pair for {len(args.text or [])} "
                              "--text; give one --text-pair after each --text")
-    _prediction_format(args.output)  # a bad --output fails before the model runs
+    prediction_format(args.output)  # a bad --output fails before the model runs
     if args.text:
         kind = "text"
         inputs = list(zip(args.text, args.text_pair)) if args.text_pair else args.text
@@ -172,7 +114,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from warmstart.ship.predict import read_inputs
 
         inputs, kind = read_inputs(args.run, args.input, args.column, args.pair_column)
-    _write_predictions(predict(args.run, inputs, kind), inputs, args.output)
+    write_predictions(predict(args.run, inputs, kind), inputs, args.output)
     return 0
 
 
@@ -282,6 +224,12 @@ def _train_epilog() -> str:
     return "\n".join(lines)
 
 
+def _add_config_args(p: argparse.ArgumentParser, config_help: str) -> None:
+    """`-c FILE` and `key.sub=value` overrides, as every config-taking verb reads them."""
+    p.add_argument("-c", "--config", help=config_help)
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
 def _add_ray_options(p: argparse.ArgumentParser, what: str) -> None:
     """--ray, --ray-cpus, --ray-gpus: `what` (runs, trials) as parallel Ray tasks."""
     p.add_argument("--ray", metavar="ADDRESS", help=f"train the {what} in parallel as Ray tasks "
@@ -301,8 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="fine-tune a model (no arguments: minilm-l6 on bbc-news)",
                        epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", help="YAML config file (sections as in the keys below)")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    _add_config_args(p, "YAML config file (sections as in the keys below)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished or unfinished run of this name")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -339,8 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="compare strategies on the same data and seeds, with a "
                        "report (no arguments: a demo, minilm-l6 on bbc-news)")
-    p.add_argument("-c", "--config", help="base YAML config shared by every run")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    _add_config_args(p, "base YAML config shared by every run")
     p.add_argument("--strategies", help="comma-separated specs name[:key=value]... (e.g. "
                    "full,partial:k=2,llrd:decay=0.9,head:optim.lr=3e-2); needed with -c or "
                    "overrides; the demo runs head, partial:k=2, full and lora")
@@ -356,8 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search a space of config keys with optuna; the best "
                        "trial's run directory is the result (pip install 'warmstart[search]')")
-    p.add_argument("-c", "--config", help="base YAML config every trial starts from")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    _add_config_args(p, "base YAML config every trial starts from")
     p.add_argument("--space", required=True, help="YAML space file: config key -> {log|uniform|"
                    "int: [low, high]} or {categorical: [...]}, or a mapping of choices "
                    "(see README, Choosing automatically)")
@@ -380,8 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("auto", help="pick the strategy and learning rate for this data within "
                        "a hard time budget; the best run found is the result")
-    p.add_argument("-c", "--config", help="base YAML config (model, data, ...)")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    _add_config_args(p, "base YAML config (model, data, ...)")
     p.add_argument("--budget", required=True, help="wall-clock limit of the whole command, "
                    "e.g. 90s, 10m, 1h")
     p.add_argument("--name", help="folder <output.dir>/auto-NAME (default: output.name, else "
