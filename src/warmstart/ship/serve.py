@@ -64,14 +64,15 @@ def load_served(path: str | Path, backend: str = "torch") -> Served:
     """
     path = Path(path)
     model_dir = path / "model" if (path / "model").is_dir() else path
-    source = read_model_file(model_dir).get("source") if model_dir.is_dir() else None
+    saved = read_model_file(model_dir) if model_dir.is_dir() else {}
+    source = saved.get("source")
     if backend == "onnx" and source != "onnx":
         raise WarmstartError(f"--backend onnx needs an ONNX export; run `warmstart export "
                              f"{path} OUT --format onnx` and serve OUT")
     adapter, task, cfg = load_run(path)
     if backend == "torch" and source == "onnx":
         backend = "onnx"  # an export serves through onnxruntime whatever was asked
-    pairs = bool(cfg.data.text_pair_column) or bool(read_model_file(model_dir).get("pairs"))
+    pairs = bool(cfg.data.text_pair_column) or bool(saved.get("pairs"))
     meta: dict[str, Any] = {"task": task.type, "labels": task.label_names, "kind": adapter.kind,
                             "backend": backend, "base_model": adapter.name, "pairs": pairs}
     summary = path / "summary.json"
