@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["warmstart.errors", "warmstart.registry", "warmstart.typed",
                     "warmstart.files", "warmstart.tensors", "warmstart.summary",
                     "warmstart.version"]),
-    ("config", ["warmstart.options", "warmstart.config"]),
+    ("config", ["warmstart.options", "warmstart.sections", "warmstart.config"]),
     ("tasks", ["warmstart.tasks"]),
     ("inputs", ["warmstart.data", "warmstart.models"]),
     # What a strategy's plan is made of (parameter groups, the loss type) and the parts of
