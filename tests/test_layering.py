@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # training that know nothing of strategies.
     ("training parts", ["warmstart.training.optim", "warmstart.training.loss",
                         "warmstart.training.distributed", "warmstart.training.checkpoint",
-                        "warmstart.training.callbacks", "warmstart.training.evaluate"]),
+                        "warmstart.training.callbacks", "warmstart.training.evaluate",
+                        "warmstart.training.transfer"]),
     ("strategies", ["warmstart.strategies"]),
     ("report", ["warmstart.report"]),
     ("training", ["warmstart.training"]),

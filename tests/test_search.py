@@ -270,6 +270,28 @@ def test_auto_ends_within_its_budget_with_a_usable_winner(tmp_path, capsys):
     assert main(["predict", str(best), "--text", "bread cheese soup"]) == 0
 
 
+def test_auto_measures_each_candidates_throughput_and_sizes_the_epochs_by_it(tmp_path):
+    from warmstart.choose import auto
+    from warmstart.config import with_overrides
+
+    data = write_csv(tmp_path / "toy.csv", make_rows(40))
+    base = with_overrides({}, [*TINY, f"data.name={data}", "train.epochs=1"])
+    out = tmp_path / "auto"
+    probe = auto._run_probe(base, out, time.time() + 300)
+    assert probe is not None and "logme" in probe.summary.transferability
+    measured = auto.measure(base, ["head", "full"], out, time.time() + 3600, probe)
+    assert set(measured) == {"head", "full"} and all(v > 0 for v in measured.values())
+    for spec in ("head", "full"):  # a few batches, not the data: 4 batches of 8
+        assert read_summary(out / f"measure-{spec}").examples.train <= auto.MEASURE_BATCHES * 8
+    # The measured cost decides the epochs: slow enough for one epoch, fast enough for three.
+    pairs, seconds = 6, 600.0
+    assert auto.epochs_for(probe, ["full"], pairs, seconds, {"full": 1.0}) == 1
+    assert auto.epochs_for(probe, ["full"], pairs, seconds, {"full": 1e-6}) == 3
+    # No time to measure: nothing is run and the estimate is used.
+    assert auto.measure(base, ["full"], tmp_path / "late", time.time() + 1, probe) == {}
+    assert not (tmp_path / "late").exists()
+
+
 def test_auto_interrupted_keeps_the_best_so_far(tmp_path, capsys):
     # Enough data that the race's first trial is still training when Ctrl-C comes, even on a
     # quiet machine.

@@ -182,3 +182,13 @@ def test_run_files_are_readable_by_others(golden):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
     for folder in [run / "model", *run.glob("checkpoints/step-*")]:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~mask, folder
+
+
+def test_runs_on_cached_features_record_logme_and_others_do_not(golden, capsys):
+    tmp, data, full = golden
+    assert full.transferability == {}  # the backbone trained: no frozen features to score
+    head = train(_cfg(tmp, data, "head", ["strategy.name=head", "train.epochs=1"]))
+    assert set(head.transferability) == {"logme"} and math.isfinite(head.transferability["logme"])
+    assert "LogME of the frozen features" in capsys.readouterr().out
+    saved = json.loads((tmp / "runs" / "head" / "summary.json").read_text())
+    assert saved["transferability"] == head.transferability

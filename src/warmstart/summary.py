@@ -154,6 +154,9 @@ class RunSummary:
     metric: str = "accuracy"
     """The validation metric that picked the best epoch (`train.metric` as resolved), also
     the headline of tables and charts."""
+    transferability: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Scores of the frozen features before training (`logme`, `training/transfer.py`), for
+    runs whose head trains on cached features (`features`, `head`); empty otherwise."""
     version: int = SUMMARY_VERSION
     """Format version of this summary (`SUMMARY_VERSION` when written)."""
 

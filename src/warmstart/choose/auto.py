@@ -5,10 +5,14 @@
 1. Probe: the `features` strategy (frozen model, one pass, a logistic regression fitted by
    scikit-learn) is trained first. Its run is the first candidate and the fallback result;
    its pass over the data measures this machine's forward throughput.
+   The probe's run also scores its frozen features with LogME (`training/transfer.py`), the
+   estimate the report sets beside the final scores.
 2. Plan: `plan()` picks the candidates from the data size, the examples per class and the
-   probe's validation score by the rules in `RULES` (also in the README), and the epochs each
-   may train from the budget left and the measured throughput times `COST` (a strategy's
-   training step against one forward pass: the backward pass, what stays cached).
+   probe's validation score by the rules in `RULES` (also in the README). Each candidate's
+   training throughput on this machine is then measured (`measure`: a one-epoch run on a
+   few batches, samples/s of its training); the budget left, divided by those, sets the
+   epochs each trial may train. When the budget is too short to spend on measuring, the
+   probe's forward throughput times `COST` estimates them instead, and the report says so.
 3. Race: every (strategy, learning rate) pair is a trial of a `warmstart search` in
    `<auto>/race`, run in order, pruned by successive halving on the validation metric
    (the best half survives each of epochs 1, 2, 4, ...), stopped at the budget.
@@ -50,6 +54,7 @@ REPORT_SHARE, REPORT_SECONDS = 0.03, 20.0
 # two forwards over what trains (full, llrd, lp-ft: everything); lora adds its adapters but
 # needs no weight gradients; partial k=2 backpropagates through the top groups only; head
 # trains on cached features. Estimates to size the epochs, not measurements.
+# Only the fallback when the budget is too short to measure (see `measure`).
 COST = {"head": 0.05, "partial": 1.5, "lora": 2.5, "bitfit": 2.0, "full": 3.0, "llrd": 3.0,
         "lp-ft": 3.0}
 RULES = (
@@ -120,25 +125,73 @@ def pairs_of(specs: list[str], kind: str) -> tuple[dict[str, Any], list[dict[str
     return {"strategy.name": space}, pairs
 
 
-def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float) -> int:
+# Measuring costs a process start and a model load per candidate (about 10 s for minilm-l6
+# here): done when the race keeps at least this many times that for training.
+MEASURE_BATCHES, MEASURE_ROOM = 4, 10.0
+
+
+def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float,
+               measured: dict[str, float] | None = None) -> int:
     """Epochs per trial such that all pairs would fit in `seconds` if none were pruned
-    (pruning frees the time for later trials); 1 to 3."""
+    (pruning frees the time for later trials); 1 to 3.
+
+    `measured` holds each spec's training seconds per example on this machine (`measure`);
+    a spec without one is estimated from the probe's forward pass times `COST`.
+    """
+    measured = measured or {}
     overhead = max(probe.summary.wall_seconds - probe.summary.train_seconds, 1.0)
-    per_epoch = sum(COST.get(s.split(":")[0], 3.0) for s in specs) / len(specs) \
-        * probe.forward_seconds_per_epoch
+    examples = probe.summary.examples.train
+    per_epoch = sum(measured[s] * examples if s in measured
+                    else COST.get(s.split(":")[0], 3.0) * probe.forward_seconds_per_epoch
+                    for s in specs) / len(specs)
     fit = (seconds / max(pairs, 1) - overhead) / max(per_epoch, 1e-3)
     return int(min(3, max(1, math.floor(fit))))
 
 
+def measure(base: dict[str, Any], specs: list[str], out: Path, deadline: float,
+            probe: Probe) -> dict[str, float]:
+    """Each candidate's training seconds per example on this machine: one epoch of
+    `MEASURE_BATCHES` batches in its own `warmstart train` (caching included, as a trial
+    pays it). Skipped ({}) when the budget left is under `MEASURE_ROOM` times the probe's
+    own overhead per candidate; a measurement that fails or runs out of time is left out."""
+    per_run = max(probe.summary.wall_seconds - probe.summary.train_seconds, 1.0)
+    if deadline - time.time() < MEASURE_ROOM * per_run * len(specs):
+        return {}
+    batch = int(probe.summary.global_batch or 16)
+    found = {}
+    for spec in specs:
+        name, _, option = spec.partition(":")
+        extra = [f"strategy.{option}"] if option else []
+        label = "measure-" + spec.replace(":", "-").replace("=", "")
+        summary = _run(base, [f"strategy.name={name}"], [
+            *extra, "train.epochs=1", f"data.limit={MEASURE_BATCHES * batch}",
+            "output.save_model=false", "train.early_stopping=null"], out, label, deadline)
+        if summary is not None and summary.samples_per_second > 0:
+            found[spec] = 1.0 / summary.samples_per_second
+    return found
+
+
 def _run_probe(base: dict[str, Any], out: Path, deadline: float) -> Probe | None:
     """Train the features probe (sklearn's logistic regression); None if out of time."""
-    cfg = build_config(with_overrides(own_options_only(with_overrides(
-        base, ["strategy.name=features"])), ["strategy.classifier=sklearn", f"output.dir={out}",
-                                             "output.name=probe-features"]))
-    cfg_file = out / "configs" / "probe-features.yaml"
+    summary = _run(base, ["strategy.name=features"], ["strategy.classifier=sklearn"], out,
+                   "probe-features", deadline, required=True)
+    if summary is None:
+        return None
+    run = out / "probe-features"
+    meta = json.loads((run / "model" / "warmstart_model.json").read_text(encoding="utf-8"))
+    return Probe(run, summary, meta.get("kind", "text"))
+
+
+def _run(base: dict[str, Any], strategy: list[str], options: list[str], out: Path, label: str,
+         deadline: float, *, required: bool = False) -> RunSummary | None:
+    """One `warmstart train` of `base` with a strategy and its options into `out/label`; its
+    summary, or None when the deadline came first (or it failed, unless `required`)."""
+    cfg = build_config(with_overrides(own_options_only(with_overrides(base, strategy)), [
+        *options, f"output.dir={out}", f"output.name={label}"]))
+    cfg_file = out / "configs" / f"{label}.yaml"
     cfg_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_file, dump_config(cfg))
-    log = out / "logs" / "probe-features.log"
+    log = out / "logs" / f"{label}.log"
     proc = launch(cfg_file, log)
     try:
         while proc.poll() is None:
@@ -150,12 +203,12 @@ def _run_probe(base: dict[str, Any], out: Path, deadline: float) -> Probe | None
         stop(proc)
         raise
     if proc.returncode != 0:
+        if not required:
+            return None
         last = log.read_text(encoding="utf-8").strip().splitlines()[-1]
         raise WarmstartError(f"the features probe failed: {last.removeprefix('warmstart: error: ')}"
                              f" (log: {log}); fix the base config and run auto again")
-    run = out / "probe-features"
-    meta = json.loads((run / "model" / "warmstart_model.json").read_text(encoding="utf-8"))
-    return Probe(run, read_summary(run), meta.get("kind", "text"))
+    return read_summary(out / label)
 
 
 def auto_dir_of(cfg: RunConfig, name: str | None) -> Path:
@@ -199,13 +252,18 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
     facts["probe"] = {"run": str(probe.run), "score": probe.score,
                       "metric": probe.summary.metric, "seconds": probe.summary.wall_seconds,
                       "train_examples": probe.summary.examples.train,
-                      "classes": len(probe.summary.labels)}
+                      "classes": len(probe.summary.labels),
+                      "logme": probe.summary.transferability.get("logme")}
     specs, why = plan(probe)
     space, pairs = pairs_of(specs, probe.kind)
+    measured = measure(base, specs, out, deadline, probe)
     left = deadline - time.time()
-    epochs = epochs_for(probe, specs, len(pairs), left)
+    epochs = epochs_for(probe, specs, len(pairs), left, measured)
     facts["plan"] = {"candidates": specs, "why": why, "pairs": len(pairs), "epochs": epochs,
-                     "seconds_left": round(left, 1)}
+                     "seconds_left": round(left, 1),
+                     "samples_per_second": {s: round(1 / v, 1) for s, v in measured.items()},
+                     "throughput": "measured" if measured else
+                     "estimated from the probe (the budget was too short to measure)"}
     console.print(f"probe: validation {probe.summary.metric} {probe.score:.4f} on "
                   f"{probe.summary.examples.train} examples; candidates {', '.join(specs)} "
                   f"({why.split(':')[0]}); {len(pairs)} (strategy, lr) pairs, {epochs} "
@@ -225,6 +283,20 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
     if "budget" in outcomes or len(outcomes) < len(pairs):
         facts["stopped"] = (f"the budget ran out after {outcomes.count('complete')} complete "
                             f"and {outcomes.count('pruned')} pruned of {len(pairs)} pairs")
+
+
+def _estimate_line(facts: dict[str, Any]) -> str:
+    """What was known before training (LogME, the probe) against what training reached."""
+    probe, winner = facts.get("probe") or {}, facts.get("winner") or {}
+    if not probe:
+        return "no probe finished"
+    logme = probe.get("logme")
+    parts = [f"LogME of the frozen features {logme:.3f}" if logme is not None else
+             "no LogME (the probe did not cache features)",
+             f"the probe's validation {probe['metric']} {probe['score']:.4f}"]
+    if winner:
+        parts.append(f"the winner's {winner['score']:.4f} ({winner['what']})")
+    return "; ".join(parts)
 
 
 def _as_overrides(tree: dict[str, Any], prefix: str = "") -> list[str]:
@@ -265,6 +337,7 @@ def _finish(out: Path, facts: dict[str, Any], console: Console) -> None:
              f"- **budget**: {facts['budget_seconds']:.0f} s; used {facts['seconds']:.0f} s",
              f"- **probe**: {json.dumps(facts.get('probe'))}",
              f"- **plan**: {json.dumps(facts.get('plan'))}",
+             f"- **estimate vs result**: {_estimate_line(facts)}",
              f"- **stopped**: {facts.get('stopped', 'all planned trials ended')}",
              f"- **winner**: {json.dumps(facts['winner'])} -> {facts['best']}", "",
              "| candidate | outcome | validation | epochs | seconds | why it stopped |",

@@ -44,7 +44,7 @@ from warmstart.report.card import write_model_card
 from warmstart.summary import SUMMARY, ExampleCounts, LearningRates, Params, RunSummary, Versions
 from warmstart.tasks import TASKS
 from warmstart.training import distributed
-from warmstart.training.cache import prepare
+from warmstart.training.cache import HeadOnly, head_features, prepare
 from warmstart.training.callbacks import Callbacks, MetricsLog, ProgressDisplay, log_sinks
 from warmstart.training.checkpoint import (
     Checkpointer,
@@ -58,6 +58,7 @@ from warmstart.training.distributed import Dist
 from warmstart.training.loop import fit
 from warmstart.training.session import setup
 from warmstart.training.solve import solve
+from warmstart.training.transfer import logme
 from warmstart.version import __version__
 
 
@@ -304,6 +305,9 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
     cache_seconds = ready.seconds
+    # The head's inputs are at hand as arrays: score how well they suit the task, for free.
+    transfer = ({"logme": logme(*head_features(ready.train), session.task.type)}
+                if isinstance(ready.model, HeadOnly) else {})
     if result.note:
         console.print(result.note, highlight=False)
 
@@ -346,7 +350,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         seed=cfg.train.seed,
         versions=Versions(warmstart=__version__, torch=torch.__version__,
                           python=platform.python_version()),
-        task=task.type, metric=session.cfg.train.metric,
+        task=task.type, metric=session.cfg.train.metric, transferability=transfer,
     )
     if not place.is_main:
         return summary  # the same run, measured here; only the main process writes
@@ -373,5 +377,8 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         f"train {summary.train_seconds:.0f}s, {summary.samples_per_second:.1f} samples/s | "
         f"peak memory {summary.peak_memory_mb:.0f} MB"
     )
+    if "logme" in summary.transferability:
+        console.print(f"LogME of the frozen features: {summary.transferability['logme']:.3f} "
+                      "(higher suits this task better; compare models on the same data)")
     if sys.stdout is not None:
         sys.stdout.flush()
