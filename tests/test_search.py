@@ -336,3 +336,16 @@ def test_search_trials_run_in_parallel_on_ray(tmp_path):
     started = [(r / "config.yaml").stat().st_mtime for r in runs]
     finished = [(r / "summary.json").stat().st_mtime for r in runs]
     assert max(started) < min(finished), (started, finished)  # they overlapped
+
+
+def test_auto_hands_its_race_to_ray_with_the_ray_option(tmp_path, monkeypatch):
+    from warmstart.choose import auto, raysweep
+
+    seen = {}
+    monkeypatch.setattr(raysweep, "ray_map", lambda options, console: ("ray map", options))
+    monkeypatch.setattr(auto, "auto", lambda *a, **kw: seen.update(kw))
+    assert main(["auto", *TINY, "--budget", "1m", "--ray", "local", "--ray-cpus", "2"]) == 0
+    kind, options = seen["map_fn"]
+    assert kind == "ray map" and options.address == "local" and options.cpus == 2.0
+    assert main(["auto", *TINY, "--budget", "1m"]) == 0
+    assert seen["map_fn"] is None  # without --ray the race runs here, one trial after another

@@ -8,7 +8,7 @@
     warmstart search [-c base.yaml] [key.sub=value ...] --space space.yaml [--trials N]
                      [--budget 20m] [--sampler tpe|random|grid] [--pruner median|hyperband|none]
                      [--name NAME] [--resume] [--quiet] [--ray ADDRESS]
-    warmstart auto [-c base.yaml] [key.sub=value ...] --budget 10m [--name NAME] [--quiet]
+    warmstart auto [-c base.yaml] [key.sub=value ...] --budget 10m [--name NAME] [--ray ADDR]
     warmstart evaluate RUN --data file.csv [--output metrics.json]
     warmstart predict RUN (--text "..." ... | --input file.csv) [--output out.csv|out.json]
     warmstart export RUN OUT [--merge]
@@ -211,7 +211,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_auto(args: argparse.Namespace) -> int:
     from warmstart.choose.auto import auto
 
-    auto(args.config, list(args.overrides), args.budget, name=args.name, quiet=args.quiet)
+    auto(args.config, list(args.overrides), args.budget, name=args.name, quiet=args.quiet,
+         map_fn=_ray_map_of(args))
     return 0
 
 
@@ -331,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="folder <output.dir>/auto-NAME (default: output.name, else "
                    "<model>-<data>)")
     p.add_argument("--quiet", action="store_true", help="print only the result")
+    _add_ray_options(p, "race's trials")
     p.set_defaults(func=cmd_auto)
 
     p = sub.add_parser("export", help="copy a finished run's model to a folder, adapters "

@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from warmstart.choose.search import optuna_module, parse_budget, search
+from warmstart.choose.search import MapFn, optuna_module, parse_budget, search
 from warmstart.choose.trial import launch, stop
 from warmstart.config import RunConfig, build_config, dump_config, read_tree, with_overrides
 from warmstart.errors import WarmstartError
@@ -219,8 +219,12 @@ def auto_dir_of(cfg: RunConfig, name: str | None) -> Path:
 
 
 def auto(config: str | None, overrides: list[str], budget: str, *, name: str | None = None,
-         quiet: bool = False) -> Path:
-    """Probe, plan, race within `budget`; write auto.json and report.md; the auto folder."""
+         quiet: bool = False, map_fn: MapFn | None = None) -> Path:
+    """Probe, plan, race within `budget`; write auto.json and report.md; the auto folder.
+
+    `map_fn` runs the race's trials (e.g. in parallel as Ray tasks, `raysweep.ray_map`);
+    None: one after the other here.
+    """
     started = time.time()
     seconds = parse_budget(budget)
     optuna_module()
@@ -235,7 +239,7 @@ def auto(config: str | None, overrides: list[str], budget: str, *, name: str | N
                                  "one (or delete the folder)")
         facts: dict[str, Any] = {"budget_seconds": seconds, "rules": [r[0] for r in RULES]}
         try:
-            _auto(base, out, deadline, facts, console)
+            _auto(base, out, deadline, facts, console, map_fn)
         finally:  # also after Ctrl-C: the best finished run is named
             facts["seconds"] = round(time.time() - started, 1)
             _finish(out, facts, console)
@@ -243,7 +247,7 @@ def auto(config: str | None, overrides: list[str], budget: str, *, name: str | N
 
 
 def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any],
-          console: Console) -> None:
+          console: Console, map_fn: MapFn | None = None) -> None:
     console.print(f"[bold]warmstart auto[/] -> {out}: probing with features", highlight=False)
     probe = _run_probe(base, out, deadline)
     if probe is None:
@@ -277,7 +281,7 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
     facts["race"] = str(race)
     search(None, [*_as_overrides(base), f"train.epochs={epochs}"], str(space_file), len(pairs),
            budget=f"{left:.1f}s", sampler="random", pruner="halving", quiet=console.quiet,
-           out=race, enqueue=pairs)
+           out=race, enqueue=pairs, map_fn=map_fn)
     outcomes = [t["outcome"] for t in
                 json.loads((race / "search.json").read_text(encoding="utf-8"))["trials"]]
     if "budget" in outcomes or len(outcomes) < len(pairs):
