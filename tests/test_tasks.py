@@ -264,3 +264,61 @@ def test_compare_tables_and_picks_by_the_tasks_metrics(tmp_path):
     assert "test_accuracy_mean" not in header
     assert "highest mean test Spearman" in (out / "report.md").read_text()
     assert "Predicted vs true" in (out / "report.html").read_text()
+
+
+# ------------------------------------------------------------------ bi-encoder pairs
+
+def write_similar_pairs(path, n=120, seed=0, score=True):
+    """Pairs whose label says whether the two texts share a topic: what a bi-encoder's cosine
+    can express (a label that depends on one text alone would not be)."""
+    rng = random.Random(seed)
+    lines = ["text,text_pair,label"]
+    for i in range(n):
+        a = rng.choice(CLASSES)
+        b = a if i % 2 else rng.choice([c for c in CLASSES if c != a])
+        label = (f"{(4.5 if a == b else 0.5) + rng.random() / 2:.2f}" if score
+                 else int(a == b))
+        lines.append(f'"{_sentence(rng, a)}","{_sentence(rng, b)}",{label}')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_bi_encoder_scores_pairs_by_cosine_symmetrically_and_reloads(tmp_path):
+    pairs = write_similar_pairs(tmp_path / "s.csv")
+    run = train(tmp_path, "bi", f"data.name={pairs}", "data.text_pair_column=text_pair",
+                "model.pair_encoding=bi")
+    summary = read_summary(run)
+    assert summary.task == "regression" and summary.validation["pearson"] > 0.8
+    # The head's own lr: the model's default for a bi-encoder's two-weight head.
+    assert summary.lr.groups["head"] == pytest.approx(1e-2)
+    meta = json.loads((run / "model" / "warmstart_model.json").read_text())
+    assert meta["pair_encoding"] == "bi"
+    a, b = "match goal team win", "coach season goal"
+    forward, backward = predict(run, [(a, b), (b, a)])
+    # Each text is encoded alone: the order of the pair cannot matter (it does in cross).
+    assert forward["score"] == pytest.approx(backward["score"], abs=1e-5)
+    assert "cosine of the two vectors" in (run / "README.md").read_text()
+    assert main(["export", str(run), str(tmp_path / "onnx"), "--format", "onnx"]) == 0
+    exported = predict(tmp_path / "onnx", [(a, b), ("bread soup", b)])
+    assert exported[0]["score"] == pytest.approx(forward["score"], abs=1e-4)
+
+
+def test_bi_encoder_classifies_pairs_and_runs_partial_uncached(tmp_path, capsys):
+    pairs = write_similar_pairs(tmp_path / "c.csv", score=False)
+    run = train(tmp_path, "bic", f"data.name={pairs}", "data.text_pair_column=text_pair",
+                "model.pair_encoding=bi")
+    assert read_summary(run).validation["accuracy"] > 0.8
+    capsys.readouterr()
+    train(tmp_path, "bip", f"data.name={pairs}", "data.text_pair_column=text_pair",
+          "model.pair_encoding=bi", "strategy.name=partial", "train.epochs=1")
+    said = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "not cached: a bi-encoder runs them once per text of a pair" in said
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ([], "'model.pair_encoding': bi encodes the two texts of a pair apart"),
+    (["data.text_pair_column=text_pair", "model.pooling=pooler"], "'model.pooling': pooler"),
+])
+def test_bi_encoder_settings_that_cannot_work_are_refused(overrides, match):
+    with pytest.raises(WarmstartError, match=match):
+        load_config(None, ["model.pair_encoding=bi", *overrides])

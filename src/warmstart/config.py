@@ -65,6 +65,12 @@ def validate(cfg: RunConfig) -> RunConfig:
     check(cfg.model.max_length > 0, "model.max_length", "must be a positive integer")
     check(cfg.model.dropout is None or 0 <= cfg.model.dropout < 1, "model.dropout",
            "must be in [0, 1)")
+    check(cfg.model.pair_encoding == "cross" or cfg.data.text_pair_column is not None,
+          "model.pair_encoding", "bi encodes the two texts of a pair apart; set "
+          "data.text_pair_column to the column holding the second text, or use cross")
+    check(cfg.model.pair_encoding == "cross" or cfg.model.pooling != "pooler",
+          "model.pooling", "pooler is the architecture's own head on one sequence; "
+          "model.pair_encoding=bi pools each text: use auto, mean, cls, last or max")
     check(cfg.data.text_column != cfg.data.label_column, "data.text_column",
           f"{cfg.data.text_column!r} is also data.label_column: the model would read the "
           "answer; set data.text_column to the column holding the input text")

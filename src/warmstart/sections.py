@@ -35,6 +35,14 @@ class ModelConfig:
         "pooler = that own head (BERT's pooler on [CLS]); mean/cls/last/max = warmstart's "
         "head on that pooling of the base model"
     )
+    pair_encoding: Literal["cross", "bi"] = _f(
+        "cross", "text pairs (data.text_pair_column): cross = both texts in one sequence with "
+        "segment ids, so attention sees how they relate (the choice for paraphrase, entailment "
+        "and other pair classification); bi = each text pooled alone by the same encoder and "
+        "the head on their cosine similarity (sentence-transformers' bi-encoder: a sentence-"
+        "embedding checkpoint such as all-MiniLM-L6-v2 starts from what it was trained for; "
+        "the choice for similarity scores, e.g. STS-B)"
+    )
     image_size: int | None = _f(
         None, "images: side in pixels after resizing; null = the model's own input size"
     )

@@ -17,11 +17,16 @@ from warmstart.config import ModelConfig
 from warmstart.errors import WarmstartError
 from warmstart.models import hf, pooling
 from warmstart.models.base import MODELS, Adapter, check_groups, set_dropout
-from warmstart.models.pooling import PooledClassifier, Pooling
+from warmstart.models.pooling import PAIR_SUFFIX, PooledClassifier, Pooling
 
 # The usual BERT fine-tuning rate (Devlin et al. 2019 searched 2e-5..5e-5); the top of that range
 # because our runs are short (a few epochs on a few thousand examples).
 TEXT_LR = 5e-5
+# A bi-encoder's head is one weight and one bias per output on the cosine of the two texts.
+# At the backbone's 5e-5 it would need thousands of steps to scale a cosine in [-1, 1] to the
+# targets (or to flip a sign the random init got wrong), while the encoder is pushed the
+# wrong way meanwhile; two weights per output can move fast safely.
+BI_HEAD_LR = 1e-2
 
 
 def minilm_dir() -> Path:
@@ -53,14 +58,14 @@ def tiny_bert(cfg: ModelConfig, num_labels: int) -> Adapter:
     )
     if cfg.dropout is not None:
         hf.set_config_dropout(config, cfg.dropout)
-    how = pooling.resolve(cfg.pooling, None)
+    how = _pooling_for(cfg, None)
     if how.native:
         model = hf.from_config(AutoModelForSequenceClassification, config)
     else:
         from transformers import AutoModel
 
         model = PooledClassifier(hf.from_config(AutoModel, config), how, num_labels,
-                                 _head_dropout(config))
+                                 _head_dropout(config), pair=cfg.pair_encoding)
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     tokenizer.model_max_length = config.max_position_embeddings  # no positions beyond these
     return _adapter(cfg, model, tokenizer, how)
@@ -84,18 +89,28 @@ def build_hf_text(cfg: ModelConfig, num_labels: int, source: str | None = None,
 
     source = source or cfg.name
     config = hf.load_config(source, num_labels, cfg.dropout)
-    how = pooling.resolve(cfg.pooling, Path(source))
+    how = _pooling_for(cfg, Path(source))
     if normalize is not None:
         how = Pooling(how.mode, normalize, "the saved model")
     if how.native:
         model = hf.from_pretrained(AutoModelForSequenceClassification, source, config, new_head)
     else:
         base = hf.from_pretrained(AutoModel, source, config, new_head=False)
-        model = PooledClassifier(base, how, num_labels, _head_dropout(config))
+        model = PooledClassifier(base, how, num_labels, _head_dropout(config),
+                                 pair=cfg.pair_encoding)
         if not new_head:
             pooling.load_head(model, Path(source))
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=hf.offline())
     return _adapter(cfg, model, tokenizer, how)
+
+
+def _pooling_for(cfg: ModelConfig, directory: Path | None) -> Pooling:
+    """`model.pooling` resolved; a bi-encoder pools each text itself, so where `auto` finds
+    no pooling in the checkpoint it means mean pooling rather than the architecture's head."""
+    how = pooling.resolve(cfg.pooling, directory)
+    if cfg.pair_encoding == "bi" and how.native:
+        return Pooling("mean", False, "model.pair_encoding=bi: the checkpoint names no pooling")
+    return how
 
 
 def _head_dropout(config: Any) -> float:
@@ -116,11 +131,12 @@ def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any, how: Pooling) -> Adap
     groups, head = hf.layer_groups(model)
     check_groups(model, groups, head)
     max_length = min(cfg.max_length, tokenizer.model_max_length)
-    encode, lengths, collate = text_io(tokenizer, max_length)
+    encode, lengths, collate = text_io(tokenizer, max_length, cfg.pair_encoding)
 
     def save(directory: Path, label_names: list[str]) -> None:
         meta = {"name": cfg.name, "kind": "text", "max_length": max_length,
-                "pooling": how.mode, "normalize": how.normalize}
+                "pooling": how.mode, "normalize": how.normalize,
+                "pair_encoding": cfg.pair_encoding}
         if how.native:
             hf.save_hf(model, Path(directory), label_names, meta, tokenizer=tokenizer)
             return
@@ -135,13 +151,18 @@ def _adapter(cfg: ModelConfig, model: Any, tokenizer: Any, how: Pooling) -> Adap
         # `pooling` is the setting (e.g. auto), which rebuilds the same model from the same
         # source: the peft reloader rebuilds the base from it.
         extra={"tokenizer": tokenizer, "max_length": max_length, "pooling": cfg.pooling,
-               "pooling_note": how.describe()},
+               "pooling_note": how.describe(), "pair_encoding": cfg.pair_encoding,
+               **({"head_lr": BI_HEAD_LR} if cfg.pair_encoding == "bi" else {})},
     )
 
 
-def text_io(tokenizer: Any, max_length: int) -> tuple[Callable, Callable, Callable]:
+def text_io(tokenizer: Any, max_length: int, pair_encoding: str = "cross"
+            ) -> tuple[Callable, Callable, Callable]:
     """`Adapter.encode`, `lengths` and `collate` for a tokenizer: tokenise once, truncated to
-    `max_length` and unpadded; pad per batch (also used by exported ONNX models)."""
+    `max_length` and unpadded; pad per batch (also used by exported ONNX models).
+
+    With `pair_encoding="bi"` a pair's second text is tokenised alone into the same keys
+    suffixed `PAIR_SUFFIX` (`input_ids_b`, ...), each sequence padded to its own longest."""
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids")
             if k in tokenizer.model_input_names]
     pad_values = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0,
@@ -153,7 +174,15 @@ def text_io(tokenizer: Any, max_length: int) -> tuple[Callable, Callable, Callab
         (text, pair) tuples are read as pairs: both in one sequence with the model's
         separator and segment ids, the longer one truncated first."""
         items = list(texts)
-        if items and isinstance(items[0], tuple):
+        pairs = bool(items) and isinstance(items[0], tuple)
+        if pairs and pair_encoding == "bi":
+            first, second = zip(*items)
+            a = tokenizer(list(first), truncation=True, max_length=max_length)
+            b = tokenizer(list(second), truncation=True, max_length=max_length)
+            present = [k for k in keys if k in a]
+            return [{**{k: a[k][i] for k in present},
+                     **{k + PAIR_SUFFIX: b[k][i] for k in present}} for i in range(len(items))]
+        if pairs:
             first, second = zip(*items)
             enc = tokenizer(list(first), list(second), truncation=True, max_length=max_length)
         else:
@@ -162,15 +191,16 @@ def text_io(tokenizer: Any, max_length: int) -> tuple[Callable, Callable, Callab
         return [{k: enc[k][i] for k in present} for i in range(len(items))]
 
     def lengths(encoded: list[dict[str, list[int]]]) -> list[int]:
-        return [len(e["input_ids"]) for e in encoded]
+        return [len(e["input_ids"]) + len(e.get("input_ids" + PAIR_SUFFIX, ())) for e in encoded]
 
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         """Pad to the longest example of the batch: plain lists then one tensor per key, which
         is several times faster than `tokenizer.pad` on this hot path."""
-        longest = max(len(e["input_ids"]) for e in batch)
         out = {}
         for key in batch[0]:
-            pad = pad_values[key]
+            ids = "input_ids" + PAIR_SUFFIX if key.endswith(PAIR_SUFFIX) else "input_ids"
+            longest = max(len(e[ids]) for e in batch)
+            pad = pad_values[key.removesuffix(PAIR_SUFFIX)]
             if pad_left:
                 rows = [[pad] * (longest - len(e[key])) + e[key] for e in batch]
             else:
@@ -184,6 +214,7 @@ def text_io(tokenizer: Any, max_length: int) -> tuple[Callable, Callable, Callab
 def load_hf_text(directory: Path, meta: dict[str, Any]) -> Adapter:
     """Restore a text adapter saved by `Adapter.save` (weights, tokenizer, max_length)."""
     cfg = ModelConfig(name=meta["name"], max_length=meta["max_length"],
-                      pooling=meta.get("pooling", "pooler"))
+                      pooling=meta.get("pooling", "pooler"),
+                      pair_encoding=meta.get("pair_encoding", "cross"))
     return build_hf_text(cfg, len(meta["labels"]), source=str(directory), new_head=False,
                          normalize=meta.get("normalize", False))

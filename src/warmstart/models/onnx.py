@@ -64,7 +64,8 @@ def load_onnx(directory: Path, meta: dict[str, Any], int8: bool | None = None) -
         from warmstart.models.hf_text import text_io
 
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        encode, lengths, collate = text_io(tokenizer, int(meta["max_length"]))
+        encode, lengths, collate = text_io(tokenizer, int(meta["max_length"]),
+                                           meta.get("pair_encoding", "cross"))
         extra |= {"tokenizer": tokenizer, "max_length": int(meta["max_length"])}
     else:
         encode = keep_inputs

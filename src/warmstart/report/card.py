@@ -195,11 +195,15 @@ def _loading_section(meta: dict[str, Any]) -> list[str]:
         return []
     how = Pooling(mode, bool(meta.get("normalize")))
     pooled = f"{mode}-pooled" + (" and L2-normalised" if how.normalize else "")
+    pair = meta.get("pair_encoding", "cross")
+    if pair == "bi":
+        pooled += ("; it is a bi-encoder: each text of a pair is pooled alone and the head "
+                   "reads the cosine of the two vectors")
     return ["## Loading without warmstart", "",
             f"The head reads the base model's token vectors, {pooled}. `model/` holds the "
             "base model (`AutoModel.from_pretrained`; also a sentence-transformers layout) and "
             f"the head in `{HEAD_FILE}`; with `d` that folder:", "",
-            "```python", usage(how, meta["max_length"]).rstrip(), "```", "",
+            "```python", usage(how, meta["max_length"], pair).rstrip(), "```", "",
             *_reading_outputs(meta.get("task") or {})]
 
 

@@ -36,6 +36,7 @@ from warmstart.models import load_adapter
 from warmstart.models.base import Adapter, logits_of, read_model_file, write_model_file
 from warmstart.models.onnx import INT8_FILE, ONNX_FILE, load_onnx, require_onnxruntime
 from warmstart.models.peft import merged
+from warmstart.models.pooling import PAIR_SUFFIX
 from warmstart.ship.predict import logits_for
 from warmstart.tasks import task_from_dict
 from warmstart.training.checkpoint import is_finished
@@ -144,8 +145,9 @@ def write_onnx(run: Path, model_dir: Path, meta: dict[str, Any], out: Path,
     batch = adapter.collate(adapter.encode(inputs[:CHECK_EXAMPLES]))
     names = list(batch)
     wrapper = _Positional(adapter.module, names).eval()
-    dynamic = {k: ({0: "batch", 1: "sequence"} if batch[k].dim() == 2 else {0: "batch"})
-               for k in names}
+    # A bi-encoder's second text (`*_b` inputs) has a sequence length of its own.
+    dynamic = {k: ({0: "batch", 1: "sequence_b" if k.endswith(PAIR_SUFFIX) else "sequence"}
+                   if batch[k].dim() == 2 else {0: "batch"}) for k in names}
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(wrapper, tuple(batch[k] for k in names), str(out / ONNX_FILE),
@@ -157,7 +159,7 @@ def write_onnx(run: Path, model_dir: Path, meta: dict[str, Any], out: Path,
         other = adapter.collate(adapter.encode(inputs[-7:]))
         checks = [(b, wrapper(*[b[k] for k in names]).float().numpy()) for b in (batch, other)]
     saved = {**{k: v for k, v in meta.items() if k in ("name", "kind", "labels", "task",
-                                                      "max_length")},
+                                                      "max_length", "pair_encoding")},
              "source": "onnx", "opset": opset, "int8": quantize == "int8",
              "pairs": isinstance(inputs[0], tuple)}
     if adapter.kind == "text":

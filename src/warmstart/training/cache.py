@@ -324,6 +324,9 @@ def prepare(adapter: Adapter, plan: Plan, train: Batches, val: Batches, device: 
                         frozen, head_inputs=True)
     if not cfg.cache or not prefix:
         return Prepared(model, train, val, none, 0.0, "", frozen)
+    if adapter.extra.get("pair_encoding") == "bi":  # the replay holds one prefix per call
+        return Prepared(model, train, val, none, 0.0, "frozen layers run every epoch (not "
+                        "cached: a bi-encoder runs them once per text of a pair)", frozen)
     if cfg.parallel == "fsdp":  # the sharded copy that trains runs its own, unpatched forward
         return Prepared(model, train, val, none, 0.0,
                         "frozen layers run every epoch (not cached under train.parallel=fsdp)",

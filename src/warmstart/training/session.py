@@ -62,9 +62,11 @@ class Chosen:
                 f"({self.epochs_from})")
 
 
-def choose(cfg: RunConfig, kind: str, model_lr: float) -> Chosen:
+def choose(cfg: RunConfig, kind: str, model_lr: float, model_head_lr: float | None = None
+           ) -> Chosen:
     """`optim.lr` and `train.epochs` as given, else the strategy's defaults for this kind of
-    model (`register_strategy(defaults=...)`), else the model's lr and `EPOCHS`."""
+    model (`register_strategy(defaults=...)`), else the model's lr and `EPOCHS`; the head's
+    lr as given, else the model's own for its head (a bi-encoder's two-weight head)."""
     mine = STRATEGY_DEFAULTS.get(cfg.strategy.name, {}).get(kind)
     name = cfg.strategy.name
     why = f"; {mine.why}" if mine is not None and mine.why else ""
@@ -83,6 +85,8 @@ def choose(cfg: RunConfig, kind: str, model_lr: float) -> Chosen:
     # No strategy declares a head lr of its own: on banking77 a head at 1e-3 beside a backbone
     # at 5e-5 scored 0.799 against 0.858 at one shared lr (bench/README.md).
     head_lr, head_lr_from = cfg.optim.head_lr, "optim.head_lr"
+    if head_lr is None and model_head_lr is not None:
+        head_lr, head_lr_from = model_head_lr, "the model's default for its head"
     return Chosen(lr, lr_from, epochs, epochs_from, head_lr, head_lr_from)
 
 
@@ -201,7 +205,7 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     plan = STRATEGIES.get(cfg.strategy.name)(adapter, cfg.strategy.options)
     adapter = plan.adapter or adapter
     adapter.module.to(device)
-    chosen = choose(cfg, adapter.kind, adapter.default_lr)
+    chosen = choose(cfg, adapter.kind, adapter.default_lr, adapter.extra.get("head_lr"))
     lr = chosen.lr
     cfg = dataclasses.replace(
         cfg, optim=dataclasses.replace(cfg.optim, lr=chosen.lr, head_lr=chosen.head_lr),
