@@ -18,7 +18,8 @@ from rich.console import Console
 from test_report import assert_report_ok, check_table_against_summaries, needs_chromium
 
 from warmstart.choose import compare
-from warmstart.choose.compare import DEMO_STRATEGIES, parse_seeds, parse_spec, split_specs
+from warmstart.choose import specs as spec_parsing
+from warmstart.choose.specs import DEMO_STRATEGIES, parse_seeds, parse_spec, split_specs
 from warmstart.cli import main
 from warmstart.errors import WarmstartError
 from warmstart.summary import read_summary
@@ -71,9 +72,9 @@ def test_demo_keeps_lora_listed():
 
 
 def test_demo_skips_unregistered_strategies(monkeypatch):
-    monkeypatch.setattr(compare, "DEMO_STRATEGIES", ["full", "nosuch:r=4"])
+    monkeypatch.setattr(spec_parsing, "DEMO_STRATEGIES", ["full", "nosuch:r=4"])
     console = Console(file=io.StringIO(), width=200)
-    assert compare.registered_demo_strategies(console) == ["full"]
+    assert spec_parsing.registered_demo_strategies(console) == ["full"]
     assert "'nosuch' is not registered" in console.file.getvalue()
 
 

@@ -246,7 +246,7 @@ def check_table_against_summaries(out: Path) -> None:
 
 
 def _slug(spec: str) -> str:
-    from warmstart.choose.compare import parse_spec
+    from warmstart.choose.specs import parse_spec
 
     return parse_spec(spec).slug
 

@@ -174,13 +174,8 @@ def _ray_map_of(args: argparse.Namespace) -> Any:
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from warmstart.choose.compare import (
-        DEMO_OVERRIDES,
-        compare,
-        registered_demo_strategies,
-        serial_map,
-        split_specs,
-    )
+    from warmstart.choose.compare import compare, serial_map
+    from warmstart.choose.specs import DEMO_OVERRIDES, registered_demo_strategies, split_specs
 
     # No config and no overrides: the demo settings (sized to finish in minutes on a CPU).
     demo = not (args.config or args.overrides)
