@@ -25,6 +25,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from warmstart.config import dump_config
@@ -129,24 +130,23 @@ def _build(members: list[Member], holder: Adapter, states: list[dict[str, torch.
     first = members[0].task
     base = replace(first, thresholds=()) if isinstance(first, Multilabel) else first
 
-    def load(chosen: list[int]) -> tuple[float, float]:
-        """Put the soup of `chosen` into `holder`; its validation score."""
+    def load(chosen: list[int]) -> tuple[tuple[float, float], np.ndarray]:
+        """Put the soup of `chosen` into `holder`: its validation score and logits."""
         holder.module.load_state_dict(average([states[i] for i in chosen]))
         z = outputs(holder, val.inputs)
-        return score_key(base.tuned(z, val.labels).metrics(z, val.labels), metric)
+        return score_key(base.tuned(z, val.labels).metrics(z, val.labels), metric), z
 
     if how == "uniform":
         chosen = list(range(len(members)))
     else:  # best single run first, by the validation score it was trained to
         order = sorted(range(len(members)), key=lambda i: score_key(
             members[i].summary.validation, metric), reverse=True)
-        chosen, best = [order[0]], load([order[0]])
+        chosen, best = [order[0]], load([order[0]])[0]
         for i in order[1:]:
-            score = load([*chosen, i])
+            score = load([*chosen, i])[0]
             if score >= best:
                 chosen, best = [*chosen, i], score
-    load(chosen)
-    z = outputs(holder, val.inputs)
+    _, z = load(chosen)  # (the holder may hold a soup that was turned down)
     task = base.tuned(z, val.labels)
     validation = task.metrics(z, val.labels, full=True)
     test_metrics = (task.metrics(outputs(holder, test.inputs), test.labels, full=True)
