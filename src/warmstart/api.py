@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,10 @@ from warmstart.models.base import Adapter
 from warmstart.ship.predict import evaluate_file, load_run, logits_for
 from warmstart.summary import RunSummary, read_summary  # noqa: F401  (part of the API)
 from warmstart.tasks import Task
+
+if TYPE_CHECKING:
+    from warmstart.ship.ensemble import Ensemble
+    from warmstart.ship.soup import Soup
 
 
 @dataclass
@@ -98,7 +102,8 @@ def train(data: str | None = None, model: str | None = None, strategy: str | Non
 
 
 def load(path: str | Path) -> Model:
-    """A model from a run folder, its `model/` folder, or an exported (hf or onnx) folder."""
+    """A model from a run folder, its `model/` folder, an exported (hf or onnx) folder, or an
+    ensemble folder (`ensemble`)."""
     adapter, task, _ = load_run(path)
     return Model(adapter, task, Path(path))
 
@@ -115,6 +120,25 @@ def compare(data: str | None = None, strategies: list[str] | None = None, seeds:
     return run_comparison(str(config) if config else None, items,
                           list(strategies or ["head", "full"]), str(seeds), name=name,
                           quiet=quiet)
+
+
+def ensemble(runs: list[str | Path], out: str | Path, weights: str = "greedy", *,
+             overwrite: bool = False) -> Ensemble:
+    """`warmstart ensemble`: average finished runs' probabilities (scores, for regression)
+    into the folder `out`, weights `greedy` (chosen on validation) or `equal`; `load(out)`
+    predicts with it."""
+    from warmstart.ship.ensemble import ensemble as build
+
+    return build(runs, out, weights, overwrite=overwrite)
+
+
+def soup(runs: list[str | Path], out: str | Path, how: str = "greedy", *,
+         overwrite: bool = False) -> Soup:
+    """`warmstart soup`: average finished runs' weights (one model, same data) into the run
+    folder `out`, `greedy` (runs kept while validation does not drop) or `uniform`."""
+    from warmstart.ship.soup import soup as build
+
+    return build(runs, out, how, overwrite=overwrite)
 
 
 def _value(value: Any) -> str:

@@ -12,6 +12,8 @@
     warmstart evaluate RUN --data file.csv [--output metrics.json]
     warmstart predict RUN (--text "..." ... | --input file.csv) [--output out.csv|out.json]
     warmstart export RUN OUT [--merge]
+    warmstart ensemble RUN... --out DIR [--weights greedy|equal]    (ship/combine.py)
+    warmstart soup RUN... --out DIR [--how greedy|uniform]
     warmstart ls [models|datasets|strategies]
 
 A mistake the user can make ends with one line on stderr and exit status 2; anything else is
@@ -356,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=5.0,
                    help="longest an item waits for others to share its model call")
     p.set_defaults(func=cmd_serve)
+
+    from warmstart.ship.combine import add_parsers  # ensemble, soup (light: argparse only)
+
+    add_parsers(sub)
 
     p = sub.add_parser("ls", help="list built-in models, datasets and strategies")
     p.add_argument("what", nargs="?", choices=["models", "datasets", "strategies"])

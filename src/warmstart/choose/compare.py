@@ -21,7 +21,8 @@ runs: one after another here (`serial_map`), or in parallel as tasks on a Ray cl
 
 Output: `<output.dir>/compare-<name>/` with `results.csv`, `report.md`, `report.html`, one
 run directory per strategy and seed (`<spec-slug>-seed<k>`, each with a model card) and the
-runs' console logs under `logs/` and the configs they were started with under `configs/`.
+runs' console logs under `logs/` and the configs they were started with under `configs/`; with
+two seeds or more, the ensemble of the best strategy's seeds (`seed_ensemble.py`) as one more row.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 
 from rich.console import Console
 
+from warmstart.choose.seed_ensemble import add_seed_ensemble
 from warmstart.choose.specs import StrategySpec, parse_seeds, parse_spec
 from warmstart.config import (
     RunConfig,
@@ -301,6 +303,7 @@ def compare(config: str | None, overrides: list[str], strategies: list[str], see
         console.print(f"[bold]warmstart compare[/] -> {out}: {len(specs)} strategies x "
                       f"{len(runs) // len(specs)} seeds = {len(runs)} runs")
         groups = run_comparison(runs, out, console, map_fn)
+        add_seed_ensemble(out, groups, console)  # one more row, with 2 seeds or more
         table_console = Console()
         if not table_console.is_terminal:  # a log file or pipe: wide beats wrapped cells
             table_console = Console(width=200)

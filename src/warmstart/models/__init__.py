@@ -6,7 +6,16 @@ registries that `warmstart ls models`, `load_adapter` and the tests read. `peft`
 adapter with LoRA/IA3 layers (a model transform the lora and ia3 strategies apply).
 """
 
-from warmstart.models import custom, efficientnet, hf, hf_image, hf_text, onnx, peft  # noqa: F401
+from warmstart.models import (  # noqa: F401
+    custom,
+    efficientnet,
+    ensemble,
+    hf,
+    hf_image,
+    hf_text,
+    onnx,
+    peft,
+)
 from warmstart.models.base import LOADERS, MODEL_FILE, MODELS, Adapter, LayerGroup, logits_of
 from warmstart.models.build import build_model, load_adapter
 

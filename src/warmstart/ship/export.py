@@ -33,7 +33,14 @@ from warmstart.data import load_task
 from warmstart.errors import WarmstartError
 from warmstart.files import atomic_dir, commit_dir
 from warmstart.models import load_adapter
-from warmstart.models.base import Adapter, logits_of, read_model_file, write_model_file
+from warmstart.models.base import (
+    MODEL_FILE,
+    Adapter,
+    logits_of,
+    read_model_file,
+    write_model_file,
+)
+from warmstart.models.ensemble import ENSEMBLE_FILE, read_manifest
 from warmstart.models.onnx import INT8_FILE, ONNX_FILE, load_onnx, require_onnxruntime
 from warmstart.models.peft import merged
 from warmstart.models.pooling import PAIR_SUFFIX
@@ -90,6 +97,8 @@ def export(run_dir: str | Path, out_dir: str | Path, merge: bool = False, fmt: s
             `merge` was asked of a run that trained no adapters.
     """
     run, out = Path(run_dir), Path(out_dir)
+    if (run / ENSEMBLE_FILE).is_file():
+        return export_ensemble(run, out, merge, fmt, quantize, opset)
     model_dir = run / "model"
     if not is_finished(run) and (run / "checkpoints").is_dir():
         raise WarmstartError(f"{run} holds an unfinished run (it was stopped); finish it "
@@ -124,6 +133,32 @@ def export(run_dir: str | Path, out_dir: str | Path, merge: bool = False, fmt: s
             merged(model_dir, meta).save(tmp, list(meta["labels"]))
         else:
             shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    commit_dir(tmp, out)
+    return out
+
+
+def export_ensemble(run: Path, out: Path, merge: bool, fmt: str, quantize: str | None,
+                    opset: int) -> Path:
+    """An ensemble exported: each member exported (as `export` does a run) to its place
+    under `members/`, beside the ensemble's manifest, model file, config and summary, so the
+    folder loads as the same ensemble. With `merge`, the members that trained adapters are
+    merged."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise WarmstartError(f"{str(out)!r} already exists and is not an empty folder; "
+                             "choose a new output folder")
+    tmp = atomic_dir(out)
+    try:
+        for entry in read_manifest(run)["members"]:
+            member = run / entry["path"]
+            peft = read_model_file(member / "model").get("source") == "peft"
+            export(member, tmp / entry["path"], merge=merge and peft, fmt=fmt,
+                   quantize=quantize, opset=opset)
+        for name in (ENSEMBLE_FILE, MODEL_FILE, "config.yaml", "summary.json"):
+            if (run / name).is_file():
+                shutil.copyfile(run / name, tmp / name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

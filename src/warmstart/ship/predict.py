@@ -39,10 +39,12 @@ def load_run(run_dir: str | Path) -> tuple[Adapter, Task, RunConfig]:
     if (run / MODEL_FILE).is_file():  # a model folder: a run's `model/`, or an exported one
         if (run.parent / "config.yaml").is_file():
             run = run.parent
-        else:  # exported: no run config; the columns are the defaults
+        else:  # exported, or an ensemble: the columns are the defaults unless it saved a config
             adapter, labels = load_adapter(run)
             adapter.module.eval()
-            return adapter, task_from_dict(read_model_file(run).get("task"), labels), RunConfig()
+            cfg = read_run_config(run / "config.yaml") if (run / "config.yaml").is_file() \
+                else RunConfig()
+            return adapter, task_from_dict(read_model_file(run).get("task"), labels), cfg
     if not is_finished(run):
         if Checkpointer(run, 0, 1).latest() is not None:
             raise WarmstartError(f"{run} holds an unfinished run (it was stopped); finish it "
