@@ -3,14 +3,17 @@ refused (tiny-bert runs on toy data; classification, multilabel and regression).
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
 import torch
 from conftest import make_rows, write_csv
 from fastapi.testclient import TestClient
+from rich.console import Console
 from test_tasks import write_multilabel, write_pairs
 
 import warmstart
@@ -224,3 +227,40 @@ def test_compare_with_seeds_adds_the_ensemble_of_the_best_strategy(runs, tmp_pat
     ens = out / "ensemble-head"
     assert (ens / ENSEMBLE_FILE).is_file() and predict(ens, TEXTS[:1])
     assert "ensemble of head (2 seeds)" in (out / "report.md").read_text()
+
+
+def test_auto_soups_its_best_race_runs_and_counts_the_soup_as_a_candidate(runs, tmp_path):
+    from warmstart.choose import auto, auto_report
+
+    def race(out, run_dirs):
+        (out / "race").mkdir(parents=True)
+        trials = [{"outcome": "complete", "run": str(r), "value:optim.lr": 1e-3,
+                   "score": read_summary(r).validation["accuracy"]} for r in run_dirs]
+        (out / "race" / "search.json").write_text(json.dumps({"trials": trials}))
+        return {"probe": {"metric": "accuracy", "overhead": 1.0, "score": 0.0, "seconds": 1.0,
+                          "run": str(run_dirs[0])}, "budget_seconds": 60.0, "rules": [],
+                "seconds": 1.0}
+
+    quiet = Console(file=io.StringIO())
+    out = tmp_path / "auto"
+    facts = race(out, runs[:3])
+    auto._soup(out, time.time() + 600, facts, quiet)
+    assert facts["soup"]["outcome"] == "made"
+    assert set(facts["soup"]["runs"]) == {str(r) for r in runs[:3]}
+    assert facts["soup"]["score"] == read_summary(out / "soup").validation["accuracy"]
+    auto_report.finish(out, facts, quiet)
+    assert "greedy soup of the best 3 race runs" in (out / "report.md").read_text()
+    # The soup competes on validation like any run: it wins only by scoring highest.
+    best = max([read_summary(r).validation["accuracy"] for r in runs[:3]])
+    assert (facts["best"] == str(out / "soup")) == (facts["soup"]["score"] > best)
+
+    renamed = shutil.copytree(runs[1], tmp_path / "renamed")
+    config = renamed / "config.yaml"
+    config.write_text(config.read_text().replace("name: tiny-bert", "name: tiny-bert-2"))
+    facts = race(tmp_path / "refused", [runs[0], renamed])
+    auto._soup(tmp_path / "refused", time.time() + 600, facts, quiet)
+    assert facts["soup"]["outcome"].startswith("refused: ") and "different models" in \
+        facts["soup"]["outcome"]
+    facts = race(tmp_path / "late", runs[:2])
+    auto._soup(tmp_path / "late", time.time() + 1, facts, quiet)
+    assert facts["soup"] == {"outcome": "not tried: too little budget left"}

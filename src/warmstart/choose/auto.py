@@ -16,9 +16,12 @@
 3. Race: every (strategy, learning rate) pair is a trial of a `warmstart search` in
    `<auto>/race`, run in order, pruned by successive halving on the validation metric
    (the best half survives each of epochs 1, 2, 4, ...), stopped at the budget.
-4. Finish: the best validation score among the probe and the race's trials wins; its run
-   directory is the result (`auto.json`: `best`), nothing is retrained; `report.md` says what
-   was tried, what each scored and cost, why it stopped, and why the winner won.
+4. Finish: if budget remains, a greedy soup of the race's best runs (`warmstart soup`: it
+   keeps a run only while the average does not lose on validation; runs that cannot be
+   averaged are refused in one line, quoted in the report). The best validation score among
+   the probe, the race's trials and the soup wins; its run directory is the result
+   (`auto.json`: `best`), nothing is retrained; `report.md` says what was tried, what each
+   scored and cost, why it stopped, and why the winner won.
 
 The budget is a hard limit: the race gets what the probe left less a reserve for the reports,
 a trial is killed at the limit, and Ctrl-C leaves `auto.json` naming the best finished run.
@@ -29,6 +32,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from warmstart.choose.auto_report import SOUP_DIR, finish
 from warmstart.choose.search import MapFn, optuna_module, parse_budget, search
 from warmstart.choose.trial import launch, stop
 from warmstart.config import RunConfig, build_config, dump_config, read_tree, with_overrides
@@ -125,6 +131,9 @@ def pairs_of(specs: list[str], kind: str) -> tuple[dict[str, Any], list[dict[str
     return {"strategy.name": space}, pairs
 
 
+# The soup averages at most this many of the race's best runs, when the budget left holds
+# SOUP_ROOM times the probe's overhead (its process start, loading and evaluation).
+SOUP_RUNS, SOUP_ROOM = 3, 4.0
 # Measuring costs a process start and a model load per candidate (about 10 s for minilm-l6
 # here): done when the race keeps at least this many times that for training.
 MEASURE_BATCHES, MEASURE_ROOM = 4, 10.0
@@ -193,15 +202,8 @@ def _run(base: dict[str, Any], strategy: list[str], options: list[str], out: Pat
     atomic_write_text(cfg_file, dump_config(cfg))
     log = out / "logs" / f"{label}.log"
     proc = launch(cfg_file, log)
-    try:
-        while proc.poll() is None:
-            if time.time() >= deadline:
-                stop(proc)
-                return None
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        stop(proc)
-        raise
+    if not _finished(proc, deadline):
+        return None
     if proc.returncode != 0:
         if not required:
             return None
@@ -209,6 +211,63 @@ def _run(base: dict[str, Any], strategy: list[str], options: list[str], out: Pat
         raise WarmstartError(f"the features probe failed: {last.removeprefix('warmstart: error: ')}"
                              f" (log: {log}); fix the base config and run auto again")
     return read_summary(out / label)
+
+
+def _finished(proc: subprocess.Popen, deadline: float) -> bool:
+    """Wait for `proc`; stop it at the deadline (False) or on Ctrl-C (re-raised)."""
+    try:
+        while proc.poll() is None:
+            if time.time() >= deadline:
+                stop(proc)
+                return False
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stop(proc)
+        raise
+    return True
+
+
+def _soup(out: Path, deadline: float, facts: dict[str, Any], console: Console) -> None:
+    """A greedy soup of the race's best finished runs (`warmstart soup`, which keeps a run
+    only if the soup's validation score does not drop), within the deadline; its outcome
+    goes into `facts["soup"]`, and `auto_report.finish` counts it as one more candidate.
+
+    Runs of one model fine-tuned from the same weights often average into a model as good as
+    their ensemble at the cost of one (Wortsman et al. 2022). Race runs of different
+    strategies (a LoRA run is merged first) or of other models are refused by `soup` with
+    one line, which the report quotes.
+    """
+    race = out / "race" / "search.json"
+    trials = json.loads(race.read_text(encoding="utf-8"))["trials"] if race.is_file() else []
+    sign = -1 if lower_is_better(facts["probe"]["metric"]) else 1
+    done = sorted((t for t in trials if t["outcome"] == "complete"
+                   and isinstance(t.get("score"), float) and math.isfinite(t["score"])),
+                  key=lambda t: -sign * t["score"])[:SOUP_RUNS]
+    if len(done) < 2:
+        facts["soup"] = {"outcome": "not tried: fewer than two finished race runs"}
+        return
+    # Each run and each soup tried is scored on validation: a few evaluation passes.
+    if deadline - time.time() < SOUP_ROOM * facts["probe"]["overhead"]:
+        facts["soup"] = {"outcome": "not tried: too little budget left"}
+        return
+    console.print(f"soup: averaging the best {len(done)} race runs", highlight=False)
+    log = out / "logs" / "soup.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w", encoding="utf-8") as handle:
+        proc = subprocess.Popen([sys.executable, "-m", "warmstart", "soup",
+                                 *[t["run"] for t in done], "--out", str(out / SOUP_DIR),
+                                 "--how", "greedy"], stdout=handle, stderr=subprocess.STDOUT)
+    runs = [t["run"] for t in done]
+    if not _finished(proc, deadline):
+        facts["soup"] = {"outcome": "stopped at the budget", "runs": runs}
+    elif proc.returncode != 0:
+        last = log.read_text(encoding="utf-8").strip().splitlines()[-1:] or ["(no output)"]
+        facts["soup"] = {"outcome": "refused: " + last[0].removeprefix("warmstart: error: "),
+                         "runs": runs}
+    else:
+        summary = read_summary(out / SOUP_DIR)
+        facts["soup"] = {"outcome": "made", "runs": runs,
+                         "score": summary.validation.get(facts["probe"]["metric"])}
 
 
 def auto_dir_of(cfg: RunConfig, name: str | None) -> Path:
@@ -242,7 +301,7 @@ def auto(config: str | None, overrides: list[str], budget: str, *, name: str | N
             _auto(base, out, deadline, facts, console, map_fn)
         finally:  # also after Ctrl-C: the best finished run is named
             facts["seconds"] = round(time.time() - started, 1)
-            _finish(out, facts, console)
+            finish(out, facts, console)
     return out
 
 
@@ -257,7 +316,9 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
                       "metric": probe.summary.metric, "seconds": probe.summary.wall_seconds,
                       "train_examples": probe.summary.examples.train,
                       "classes": len(probe.summary.labels),
-                      "logme": probe.summary.transferability.get("logme")}
+                      "logme": probe.summary.transferability.get("logme"),
+                      "overhead": max(probe.summary.wall_seconds - probe.summary.train_seconds,
+                                      1.0)}
     specs, why = plan(probe)
     space, pairs = pairs_of(specs, probe.kind)
     measured = measure(base, specs, out, deadline, probe)
@@ -287,20 +348,8 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
     if "budget" in outcomes or len(outcomes) < len(pairs):
         facts["stopped"] = (f"the budget ran out after {outcomes.count('complete')} complete "
                             f"and {outcomes.count('pruned')} pruned of {len(pairs)} pairs")
-
-
-def _estimate_line(facts: dict[str, Any]) -> str:
-    """What was known before training (LogME, the probe) against what training reached."""
-    probe, winner = facts.get("probe") or {}, facts.get("winner") or {}
-    if not probe:
-        return "no probe finished"
-    logme = probe.get("logme")
-    parts = [f"LogME of the frozen features {logme:.3f}" if logme is not None else
-             "no LogME (the probe did not cache features)",
-             f"the probe's validation {probe['metric']} {probe['score']:.4f}"]
-    if winner:
-        parts.append(f"the winner's {winner['score']:.4f} ({winner['what']})")
-    return "; ".join(parts)
+        return
+    _soup(out, deadline, facts, console)
 
 
 def _as_overrides(tree: dict[str, Any], prefix: str = "") -> list[str]:
@@ -312,53 +361,3 @@ def _as_overrides(tree: dict[str, Any], prefix: str = "") -> list[str]:
         else:
             out.append(f"{prefix}{key}={json.dumps(value)}")
     return out
-
-
-def _finish(out: Path, facts: dict[str, Any], console: Console) -> None:
-    """Name the winner among the probe and the race's complete trials; write the reports."""
-    candidates = []
-    if "probe" in facts:
-        candidates.append(("features (probe)", facts["probe"]["score"], facts["probe"]["run"]))
-    race = out / "race" / "search.json"
-    trials = json.loads(race.read_text(encoding="utf-8"))["trials"] if race.is_file() else []
-    for t in trials:
-        if t["outcome"] == "complete":
-            label = ", ".join(f"{k.split(':')[-1]}={v}" for k, v in t.items()
-                              if k.startswith("value:") and v is not None)
-            candidates.append((label, t["score"], t["run"]))
-    metric = facts.get("probe", {}).get("metric", "accuracy")
-    sign = -1 if lower_is_better(metric) else 1
-    scored = [c for c in candidates if isinstance(c[1], float) and math.isfinite(c[1])]
-    best = max(scored, key=lambda c: sign * c[1]) if scored else None
-    facts["best"] = best[2] if best else None
-    facts["winner"] = ({"what": best[0], "score": best[1], "why": f"the best validation "
-                        f"{metric} of {len(scored)} finished candidate(s)"} if best else None)
-    if best:
-        summary = read_summary(Path(best[2]))
-        facts["winner"]["test"] = summary.headline if summary.test else None
-    atomic_write_text(out / "auto.json", json.dumps(facts, indent=1, default=str) + "\n")
-    lines = [f"# warmstart auto: {out.name}", "",
-             f"- **budget**: {facts['budget_seconds']:.0f} s; used {facts['seconds']:.0f} s",
-             f"- **probe**: {json.dumps(facts.get('probe'))}",
-             f"- **plan**: {json.dumps(facts.get('plan'))}",
-             f"- **estimate vs result**: {_estimate_line(facts)}",
-             f"- **stopped**: {facts.get('stopped', 'all planned trials ended')}",
-             f"- **winner**: {json.dumps(facts['winner'])} -> {facts['best']}", "",
-             "| candidate | outcome | validation | epochs | seconds | why it stopped |",
-             "|---|---|---|---|---|---|"]
-    if "probe" in facts:
-        lines.append(f"| features (probe) | complete | {facts['probe']['score']:.4f} | 1 | "
-                     f"{facts['probe']['seconds']:.0f} | |")
-    for t in trials:
-        label = ", ".join(f"{k.split(':')[-1]}={v}" for k, v in t.items()
-                          if k.startswith("value:") and v is not None)
-        score = f"{t['score']:.4f}" if isinstance(t.get("score"), float) else ""
-        lines.append(f"| {label} | {t['outcome']} | {score} | {t.get('epochs') or ''} | "
-                     f"{t.get('seconds') or ''} | {t.get('why') or ''} |")
-    lines += ["", "Rules the candidates come from:", *[f"- {r}" for r in facts["rules"]], "",
-              "The test score is the winner's only; every choice was made on validation."]
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
-    console.print(f"winner: {facts['winner']['what']} (validation {metric} "
-                  f"{facts['winner']['score']:.4f}) -> {facts['best']}" if best else
-                  "winner: none (nothing finished in the budget)", highlight=False)
-    console.print(f"written: {out / 'auto.json'}, {out / 'report.md'}", highlight=False)
