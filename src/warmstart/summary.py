@@ -156,6 +156,12 @@ class RunSummary:
     the headline of tables and charts."""
     version: int = SUMMARY_VERSION
     """Format version of this summary (`SUMMARY_VERSION` when written)."""
+    distill: Metrics = dataclasses.field(default_factory=dict)
+    """A distillation's teacher and student side by side (`warmstart distill`; empty for
+    other runs): `teacher`, `student`, `temperature`, `alpha`, `unlabelled` (count), the
+    `split` measured, and under `models` each one's metrics, `params` and
+    `examples_per_second` (same examples, batch size and threads), with `quality_ratio`
+    (student / teacher on `metric`), `speedup` and `params_ratio`."""
 
     @property
     def quality_split(self) -> Literal["test", "validation"]:
@@ -239,7 +245,8 @@ def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         if f.name not in data:
-            if f.default is not dataclasses.MISSING:
+            if (f.default is not dataclasses.MISSING
+                    or f.default_factory is not dataclasses.MISSING):
                 continue
             raise WarmstartError(f"{source} lacks {key!r}; it is not a complete run summary: "
                                  "retrain the run")
