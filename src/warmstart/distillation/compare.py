@@ -16,9 +16,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from warmstart.config import RunConfig
+from warmstart.config import RunConfig, parse_layers
 from warmstart.distillation.teacher import RunTeacher, teacher_outputs
 from warmstart.models.base import Adapter
+from warmstart.models.layerdrop import blocks_of, chosen_blocks
 from warmstart.ship.predict import load_run
 from warmstart.tasks import TASKS, Task
 
@@ -66,10 +67,12 @@ def side_by_side(teacher: RunTeacher, run_dir: str, cfg: RunConfig,
                        "examples_per_second": speeds[name]}
     metric = TASKS[teacher.task.type].natural_metric
     kept = cfg.distill.keep_layers
+    if kept:
+        blocks, _ = blocks_of(teacher.adapter)
+        kept = ", ".join(map(str, chosen_blocks(parse_layers(kept) or kept, len(blocks))))
     return {
         "teacher": str(teacher.path),
-        "student": f"blocks {student.extra.get('kept_layers') or kept} of the teacher"
-        if kept else cfg.model.name,
+        "student": f"blocks {kept} of the teacher" if kept else cfg.model.name,
         "temperature": cfg.distill.temperature, "alpha": cfg.distill.alpha,
         "unlabelled": len(teacher.unlabelled), "split": split, "examples": len(examples),
         "batch_size": batch, "rounds": rounds, "threads": torch.get_num_threads(),

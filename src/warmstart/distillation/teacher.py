@@ -63,8 +63,8 @@ class RunTeacher:
         spec = self.cfg.distill.keep_layers
         if spec is None:
             return None
-        if task.type != self.task.type or task.label_names != self.task.label_names:
-            self._check_labels(task)  # says how they differ
+        order = self._check_labels(task)
+        if not np.array_equal(order, np.arange(len(order))):
             raise WarmstartError(
                 f"distill.keep_layers copies the teacher's head, whose labels are in another "
                 f"order than the data's ({self.task.label_names[:5]} vs {task.label_names[:5]})"
