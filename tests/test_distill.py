@@ -259,6 +259,9 @@ def test_bad_inputs_fail_in_one_line(teachers, tmp_path, capsys):
                                                         capsys)
     assert "warmstart distill" in _error(["train", f"distill.teacher={teacher}", *base],
                                          capsys)
+    assert "cannot learn from a teacher" in _error(
+        ["distill", "--teacher", teacher, "--student", "tiny-bert",
+         "strategy.name=features", "strategy.classifier=sklearn", *base], capsys)
 
 
 def test_a_cnn_teacher_cannot_be_layer_dropped():

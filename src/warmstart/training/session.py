@@ -235,6 +235,10 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
                         class_weights=weights, penalty=None if teacher else penalty)
     examples, targets = data.train, None
     if teacher is not None:
+        if plan.solver is not None:  # a closed-form fit reads labels, never a loss
+            raise WarmstartError(f"strategy {cfg.strategy.name!r} fits the head in closed "
+                                 "form on the labels and cannot learn from a teacher; pick a "
+                                 "strategy trained by gradient (e.g. full, head, lora)")
         loss_fn = distill_loss(data.task, loss_fn, temperature=cfg.distill.temperature,
                                alpha=cfg.distill.alpha, penalty=penalty)
         examples, targets = teacher.targets(data, device)
