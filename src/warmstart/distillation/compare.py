@@ -17,21 +17,20 @@ from rich.console import Console
 from rich.table import Table
 
 from warmstart.config import RunConfig, parse_layers
-from warmstart.distillation.teacher import RunTeacher, teacher_outputs
+from warmstart.distillation.teacher import RunTeacher
 from warmstart.models.base import Adapter
 from warmstart.models.layerdrop import blocks_of, chosen_blocks
-from warmstart.ship.predict import load_run
-from warmstart.tasks import TASKS, Task
+from warmstart.ship.predict import load_run, logits_for
+from warmstart.tasks import TASKS
 
 ROUNDS = 3  # timed passes per model, alternating; the best counts
 
 
-def timed(adapter: Adapter, task: Task, inputs: list[Any], batch_size: int
-          ) -> tuple[np.ndarray, float]:
-    """The model's outputs for `inputs` and its examples per second on them."""
+def timed(adapter: Adapter, inputs: list[Any], batch_size: int) -> tuple[np.ndarray, float]:
+    """The model's logits for `inputs` and its examples per second on them."""
     start = time.perf_counter()
-    outputs = teacher_outputs(adapter, task, inputs, batch_size)
-    return outputs, len(inputs) / max(time.perf_counter() - start, 1e-9)
+    logits = logits_for(adapter, inputs, batch_size)
+    return logits, len(inputs) / max(time.perf_counter() - start, 1e-9)
 
 
 def side_by_side(teacher: RunTeacher, run_dir: str, cfg: RunConfig,
@@ -46,21 +45,19 @@ def side_by_side(teacher: RunTeacher, run_dir: str, cfg: RunConfig,
     student.module.to(device)
     batch = cfg.train.eval_batch_size
     models = {"teacher": (teacher.adapter, teacher.task), "student": (student, student_task)}
-    for adapter, task in models.values():  # warm-up: first-call allocations, lazy imports
-        teacher_outputs(adapter, task, examples.inputs[:batch], batch)
+    for adapter, _ in models.values():  # warm-up: first-call allocations, lazy imports
+        logits_for(adapter, examples.inputs[:batch], batch)
     speeds: dict[str, float] = {}
     outputs: dict[str, np.ndarray] = {}
     for _ in range(rounds):  # alternate, so a load burst on a shared machine hits both
-        for name, (adapter, task) in models.items():
-            outputs[name], speed = timed(adapter, task, examples.inputs, batch)
+        for name, (adapter, _) in models.items():
+            outputs[name], speed = timed(adapter, examples.inputs, batch)
             speeds[name] = max(speeds.get(name, 0.0), speed)
     sides = {}
     for name, (adapter, task) in models.items():
         logits = outputs[name]
-        if task.type == "regression":  # scores back to the logits a saved model gives
-            logits = (logits - getattr(task, "mean", 0.0)) / getattr(task, "scale", 1.0)
         if name == "teacher":  # the teacher's columns in the data's label order
-            logits = logits[:, teacher._check_labels(teacher.data.task)]
+            logits = logits[:, teacher.columns_for(teacher.data.task)]
         metrics = task.metrics(logits, examples.labels)
         sides[name] = {**{k: v for k, v in metrics.items() if isinstance(v, float)},
                        "params": sum(p.numel() for p in adapter.module.parameters()),

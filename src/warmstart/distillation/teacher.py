@@ -63,7 +63,7 @@ class RunTeacher:
         spec = self.cfg.distill.keep_layers
         if spec is None:
             return None
-        order = self._check_labels(task)
+        order = self.columns_for(task)
         if not np.array_equal(order, np.arange(len(order))):
             raise WarmstartError(
                 f"distill.keep_layers copies the teacher's head, whose labels are in another "
@@ -82,7 +82,7 @@ class RunTeacher:
         marked unlabelled), and the running train accuracy then reads as agreement with the
         teacher on those rows."""
         self.data = data
-        order = self._check_labels(data.task)
+        order = self.columns_for(data.task)
         inputs = [*data.train.inputs, *self.unlabelled]
         outputs = self.outputs(inputs, device)[:, order]
         n = len(data.train)
@@ -107,7 +107,7 @@ class RunTeacher:
         tmp.replace(path)  # atomic: a killed run never leaves half a cache
         return outputs
 
-    def _check_labels(self, task: Task) -> np.ndarray:
+    def columns_for(self, task: Task) -> np.ndarray:
         """The teacher's output columns in the data's label order.
 
         Raises:
