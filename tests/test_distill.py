@@ -104,6 +104,25 @@ def test_unlabelled_rows_get_the_soft_part_only():
     assert not torch.allclose(logits.grad[labelled], expected[labelled], atol=1e-6)
 
 
+def test_training_batches_carry_each_examples_targets_and_evaluation_batches_do_not():
+    from warmstart.data.batches import Batches
+
+    n = 10
+    labels = np.arange(n)
+    targets = pack_targets(np.arange(n * 2, dtype=np.float32).reshape(n, 2), labels < 7)
+    batches = Batches([{"x": [i]} for i in range(n)], labels,
+                      lambda items: {"x": torch.tensor([e["x"] for e in items])}, 4,
+                      shuffle=True, seed=3, targets=targets)
+    seen = 0
+    for _, micros in batches.steps(0):
+        for ids, batch in micros:
+            assert torch.equal(batch["targets"], torch.from_numpy(targets[ids]))
+            assert torch.equal(batch["targets"][:, 0], batch["labels"].float() * 2)
+            seen += len(ids)
+    assert seen == n
+    assert all("targets" not in batch for _, batch in batches.epoch())
+
+
 # ------------------------------------------------------------------------ teachers, students
 
 
@@ -181,6 +200,18 @@ def test_distill_writes_a_run_that_predicts_and_reports_both_models(teachers, ki
     assert len(predict(run, ["goal match team"])) == 1
     assert summary.metric in evaluate_file(run, data[kind])
     assert api.load(run).predict(["goal match team"])
+
+
+@pytest.mark.parametrize("strategy", ["head", "partial:k=1"])
+def test_cached_frozen_layers_keep_the_soft_targets(teachers, strategy, tmp_path):
+    """`head` trains on cached head inputs, `partial` replays a frozen prefix: both rebuild
+    the batches, which must still carry the teacher's outputs to the loss."""
+    _, runs, _ = teachers
+    name, _, option = strategy.partition(":")
+    argv = ["distill", "--teacher", str(runs["classification"]), "--student", "keep:0",
+            f"output.dir={tmp_path}", "output.name=s", f"strategy.name={name}", *FAST]
+    assert main([*argv, *([f"strategy.{option}"] if option else [])]) == 0
+    assert read_summary(tmp_path / "s").distill["models"]["student"]["params"] > 0
 
 
 def test_a_regression_student_starts_where_the_teacher_is(teachers, tmp_path):
