@@ -186,6 +186,9 @@ def _fresh_copy(path: Path) -> Adapter:
     """A second, independent copy of the teacher's model (adapters merged into the weights),
     which the layer dropping may change."""
     folder = model_folder(path)
+    if not (folder / MODEL_FILE).is_file():  # e.g. an ensemble: several models, no blocks
+        raise WarmstartError(f"distill.keep_layers copies one model, and teacher {str(path)!r}"
+                             " holds no single saved model; give a model.name student")
     meta = read_model_file(folder)
     if meta.get("source") == PEFT_SOURCE:
         return merged(folder, meta)
