@@ -116,7 +116,10 @@ def _inherited(teacher: Path) -> dict[str, Any]:
         return {}
     tree = read_tree(saved)
     out = {k: v for k, v in tree.items() if k in INHERITED and isinstance(v, dict)}
-    out["model"] = {"max_length": tree.get("model", {}).get("max_length", 64)}
+    # The teacher's base model: a layer-dropped student descends from it (a model.name
+    # student replaces it); its tokens per example, so both read the same text.
+    model = tree.get("model", {})
+    out["model"] = {k: model[k] for k in ("name", "max_length") if k in model}
     out["output"] = {"dir": str(teacher.resolve().parent)}
     return out
 

@@ -156,10 +156,8 @@ def _metrics_section(summary: RunSummary) -> list[str]:
 
 
 def _distill_section(summary: RunSummary) -> list[str]:
-    """A distilled student beside its teacher: quality, size, speed (empty for other runs)."""
+    """A distilled student beside its teacher: quality, size, speed."""
     d = summary.distill
-    if not d:
-        return []
     teacher, student = d["models"]["teacher"], d["models"]["student"]
     rows = [k for k in teacher if k in student]
     lines = ["## Distillation", "",
@@ -256,13 +254,13 @@ def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
         _model_section(summary, cfg),
         _data_section(summary),
         _metrics_section(summary),
-        _distill_section(summary),
+        *([_distill_section(summary)] if summary.distill else []),
         _training_section(run_dir, summary),
         _use_section(run_dir, summary, kind, bool(cfg.data.text_pair_column)),
         _loading_section(meta),
         ["## Limitations", "", *[f"- {x}" for x in _limitations(summary, cfg, kind)]],
     ]
-    return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
+    return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
 def write_model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> None:
