@@ -27,11 +27,11 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("training parts", ["warmstart.training.optim", "warmstart.training.loss",
                         "warmstart.training.distributed", "warmstart.training.checkpoint",
                         "warmstart.training.callbacks", "warmstart.training.evaluate",
-                        "warmstart.training.transfer"]),
+                        "warmstart.training.transfer", "warmstart.training.distill_loss"]),
     ("strategies", ["warmstart.strategies"]),
     ("report", ["warmstart.report"]),
     ("training", ["warmstart.training"]),
-    ("choose, ship", ["warmstart.choose", "warmstart.ship"]),
+    ("choose, ship", ["warmstart.choose", "warmstart.ship", "warmstart.distillation"]),
     ("entry points", ["warmstart.cli", "warmstart.__main__", "warmstart"]),
 ]
 

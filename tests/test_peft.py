@@ -177,8 +177,8 @@ def runs(tmp_path_factory, rows):
     for key, (model_name, strategy, extra) in RUNS.items():
         built = []
 
-        def keep(cfg, *, place, device_name, resume, built=built):
-            built.append(setup(cfg, place=place, device_name=device_name, resume=resume))
+        def keep(cfg, *, built=built, **how):
+            built.append(setup(cfg, **how))
             return built[-1]
 
         cfg = load_config(None, [f"model.name={model_name}", f"strategy.name={strategy}",

@@ -17,7 +17,8 @@ from warmstart import strategies  # noqa: E402,F401,I001
 
 # The Python API (`api.py`), imported on first use: `warmstart ls` and the CLI's start-up do
 # not pay for what training, comparing and predicting import.
-API = ("Model", "Run", "compare", "ensemble", "load", "read_summary", "soup", "train")
+API = ("Model", "Run", "compare", "distill", "ensemble", "load", "read_summary", "soup",
+       "train")
 __all__ = ["__version__", *API]
 
 

@@ -101,6 +101,35 @@ def train(data: str | None = None, model: str | None = None, strategy: str | Non
     return Run(run_dir_of(cfg), summary)
 
 
+def distill(teacher: str | Path, student: str, data: str | None = None, *,
+            config: str | Path | None = None, unlabelled: str | Path | None = None,
+            quiet: bool = True, **overrides: Any) -> Run:
+    """`warmstart distill`: train `student` on the finished run `teacher`'s outputs and
+    return the run; its summary's `distill` entry holds both models side by side.
+
+    Args:
+        teacher: a finished run directory.
+        student: a model (as `model.name`), or `keep:every_other` / `keep:0,2,4` for a copy
+            of the teacher keeping those transformer blocks.
+        data: `data.name`; default the teacher's data (its data, task and training
+            settings are the starting point).
+        config: a YAML config file on top of the teacher's settings.
+        unlabelled: texts without labels for the teacher to label (`distill.unlabelled`).
+        quiet: no progress display (the default in scripts).
+        overrides: dotted keys, e.g. `**{"distill.temperature": 4, "train.epochs": 3}`.
+    """
+    from warmstart.distillation.run import distill as run_distillation
+    from warmstart.distillation.run import distill_config
+    from warmstart.training.run import run_dir_of
+
+    given = {"data.name": data, **overrides}
+    cfg = distill_config(str(teacher), student, str(config) if config else None,
+                         [f"{k}={_value(v)}" for k, v in given.items() if v is not None],
+                         unlabelled=str(unlabelled) if unlabelled else None)
+    summary = run_distillation(cfg, quiet=quiet)
+    return Run(run_dir_of(cfg), summary)
+
+
 def load(path: str | Path) -> Model:
     """A model from a run folder, its `model/` folder, an exported (hf or onnx) folder, or an
     ensemble folder (`ensemble`)."""

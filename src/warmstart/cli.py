@@ -2,6 +2,8 @@
 
     warmstart train [-c run.yaml] [key.sub=value ...] [--overwrite] [--quiet]
     warmstart train --resume RUN
+    warmstart distill --teacher RUN --student MODEL|keep:0,2,4 [-c run.yaml] [key=value ...]
+                      [--unlabelled FILE] [--overwrite] [--quiet] | --resume RUN
     warmstart compare [-c base.yaml] [key.sub=value ...] [--strategies head,partial:k=2,...]
                       [--seeds N|a,b,...] [--name NAME] [--overwrite] [--quiet]
                       [--ray ADDRESS [--ray-cpus N] [--ray-gpus N]]
@@ -70,6 +72,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             "no checkpoint was written yet: run the same command again to start over"),
             file=sys.stderr)
         return 130
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from warmstart.distillation.run import config_of, distill
+
+    distill(config_of(args), quiet=args.quiet, resume=bool(args.resume))
     return 0
 
 
@@ -255,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a stopped run from its latest checkpoint, exactly")
     p.set_defaults(func=cmd_train)
 
+    from warmstart.distillation.args import add_parser as add_distill
+
+    add_distill(sub).set_defaults(func=cmd_distill)
+
     p = sub.add_parser("evaluate", help="metrics of a finished run on a labelled file")
     p.add_argument("run", help="run directory")
     p.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL/Parquet file; for "
@@ -376,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     # (`warmstart train --quiet optim.lr=3e-5`), which plain argparse positionals refuse.
     args, extra = parser.parse_known_args(argv)
     stray = [x for x in extra if x.startswith("-") or "=" not in x]
-    if stray or (extra and args.command not in ("train", "compare", "search", "auto")):
+    if stray or (extra and args.command not in ("train", "distill", "compare", "search",
+                                                  "auto")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]

@@ -21,6 +21,7 @@ from warmstart.options import StrategyConfig, own_options_only
 from warmstart.sections import (
     CheckpointConfig,
     DataConfig,
+    DistillConfig,
     LogConfig,
     ModelConfig,
     OptimConfig,
@@ -33,9 +34,9 @@ from warmstart.typed import check
 
 # The sections are declared in `sections.py` and re-exported: callers import every config
 # type from here.
-__all__ = ["CheckpointConfig", "DataConfig", "LogConfig", "ModelConfig", "OptimConfig",
-           "OutputConfig", "RegularizeConfig", "RunConfig", "StrategyConfig", "TaskConfig",
-           "TrainConfig"]
+__all__ = ["CheckpointConfig", "DataConfig", "DistillConfig", "LogConfig", "ModelConfig",
+           "OptimConfig", "OutputConfig", "RegularizeConfig", "RunConfig", "StrategyConfig",
+           "TaskConfig", "TrainConfig"]
 
 
 @dataclass
@@ -52,6 +53,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for YAML/JSON); the strategy section flat, as it is written."""
@@ -122,7 +124,28 @@ def validate(cfg: RunConfig) -> RunConfig:
            "weights must be >= 0")
     check(cfg.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
     check(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+    _validate_distill(cfg.distill)
     return cfg
+
+
+def _validate_distill(cfg: DistillConfig) -> None:
+    check(cfg.temperature > 0, "distill.temperature", "must be > 0")
+    check(0 <= cfg.alpha <= 1, "distill.alpha", "must be in [0, 1]")
+    check(cfg.teacher is not None or (cfg.unlabelled is None and cfg.keep_layers is None),
+          "distill.teacher", "is needed by distill.unlabelled and distill.keep_layers: give "
+          "the teacher's run directory")
+    if cfg.keep_layers is not None:
+        check(bool(parse_layers(cfg.keep_layers)) or cfg.keep_layers == "every_other",
+              "distill.keep_layers", "must be every_other or block numbers such as 0,2,4")
+
+
+def parse_layers(spec: str) -> list[int]:
+    """`distill.keep_layers` as block numbers ([] for `every_other` and for a bad spec:
+    validation refuses the latter, `every_other` needs the teacher's depth)."""
+    parts = [p.strip() for p in spec.split(",")] if spec else []
+    if not parts or not all(p.isdigit() for p in parts):
+        return []
+    return [int(p) for p in parts]
 
 
 def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:

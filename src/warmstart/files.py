@@ -159,10 +159,16 @@ class FolderLock:
                 break
 
 
+# A run directory's folder of results keyed by a fingerprint of what they were computed from
+# (a distillation's teacher outputs): they cannot go stale, so starting a run over keeps them.
+CACHES = "caches"
+
+
 def clear_folder(folder: Path) -> None:
-    """Remove everything in `folder` but its lock file (the folder stays, locked)."""
+    """Remove everything in `folder` but its lock file and `CACHES` (the folder stays,
+    locked)."""
     for entry in folder.iterdir():
-        if entry.name == LOCK:
+        if entry.name in (LOCK, CACHES):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)

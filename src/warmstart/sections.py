@@ -260,3 +260,37 @@ class LogConfig:
         [], "also log to: tensorboard (needs the tensorboard package), mlflow (local file "
         "store under the run directory; needs mlflow)"
     )
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (`warmstart distill`): a student trained on a teacher's outputs."""
+
+    teacher: str | None = _f(
+        None, "the teacher: a finished run directory (or a saved model folder); its outputs "
+        "on the training examples become soft targets. null = no distillation"
+    )
+    temperature: float = _f(
+        2.0, "softens the teacher's and the student's distributions before they are compared. "
+        "2 is the common choice for sentence classification (DistilBERT's task distillation, "
+        "the transformers examples): it shows which wrong classes the teacher finds close "
+        "without flattening its answer; 1 compares the plain probabilities"
+    )
+    alpha: float = _f(
+        0.5, "weight of the soft (teacher) part of the loss; the labels' loss gets 1 - alpha. "
+        "0.5 trusts teacher and labels equally: the labels correct the teacher's mistakes, "
+        "the teacher adds how sure it is and which classes are alike; 0 = plain training"
+    )
+    unlabelled: str | None = _f(
+        None, "a CSV/TSV/JSONL/TXT file of texts without labels (read with data.text_column; "
+        "a .txt file: one text per line): the teacher labels them and the student learns them "
+        "with the soft part of the loss alone, so it sees more data than the labelled set"
+    )
+    keep_layers: str | None = _f(
+        None, "the student is a copy of the teacher keeping these transformer blocks, with "
+        "the teacher's weights, head and pooling: `every_other` (blocks 0, 2, 4, ...) or a "
+        "list such as `0,2,4` (0 = the block next to the embeddings). A layer-dropped copy "
+        "starts where the teacher is, and beats a fresh small model (sentence-transformers' "
+        "distillation: 12 -> 6 layers kept STS-B 85.44 -> 85.23). null = the student is "
+        "model.name"
+    )

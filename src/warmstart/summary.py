@@ -159,6 +159,12 @@ class RunSummary:
     runs whose head trains on cached features (`features`, `head`); empty otherwise."""
     version: int = SUMMARY_VERSION
     """Format version of this summary (`SUMMARY_VERSION` when written)."""
+    distill: Metrics = dataclasses.field(default_factory=dict)
+    """A distillation's teacher and student side by side (`warmstart distill`; empty, and
+    left out of the file, for other runs): `teacher`, `student`, `temperature`, `alpha`,
+    `unlabelled` (count), the `split` measured, and under `models` each one's metrics,
+    `params` and `examples_per_second` (same examples, batch size and threads), with
+    `quality_ratio` (student / teacher on `metric`), `speedup` and `params_ratio`."""
 
     @property
     def quality_split(self) -> Literal["test", "validation"]:
@@ -180,8 +186,12 @@ class RunSummary:
         return {"train": self.train, "validation": self.validation, "test": self.test}[split]
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready dict written as `summary.json` (nested like the fields)."""
-        return dataclasses.asdict(self)
+        """The JSON-ready dict written as `summary.json` (nested like the fields); `distill`
+        only where there is one, so other runs keep the layout they always had."""
+        out = dataclasses.asdict(self)
+        if not out["distill"]:
+            del out["distill"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = SUMMARY) -> RunSummary:
@@ -242,7 +252,8 @@ def _build(cls: type, data: Mapping[str, Any], source: str, prefix: str) -> Any:
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         if f.name not in data:
-            if f.default is not dataclasses.MISSING:
+            if (f.default is not dataclasses.MISSING
+                    or f.default_factory is not dataclasses.MISSING):
                 continue
             raise WarmstartError(f"{source} lacks {key!r}; it is not a complete run summary: "
                                  "retrain the run")

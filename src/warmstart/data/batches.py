@@ -22,6 +22,9 @@ import numpy as np
 import torch
 
 MEGA_BATCH = 50  # step batches per mega-batch: big enough to group lengths, small enough to mix
+# The batch keys the loss reads and the model does not: the labels, and per-example soft
+# targets (distillation: the teacher's outputs), which only training batches carry.
+TARGET_KEYS = ("labels", "targets")
 
 Batch = dict[str, torch.Tensor]
 
@@ -42,6 +45,7 @@ class Batches:
         accumulate: int = 1,
         rank: int = 0,
         world: int = 1,
+        targets: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         self.encoded = encoded
         # As the task encodes them: class indices (int64), 0/1 rows or values (float32).
@@ -54,6 +58,9 @@ class Batches:
         self.accumulate = accumulate
         self.rank, self.world = rank, world
         self.step_size = batch_size * accumulate * world
+        # One row per example that training batches carry as `targets` for the loss (the
+        # teacher's outputs of a distillation); evaluation batches leave it out.
+        self.targets = torch.as_tensor(np.asarray(targets)) if targets is not None else None
 
     def __len__(self) -> int:
         """Number of step batches (optimizer steps) per epoch."""
@@ -87,9 +94,11 @@ class Batches:
             batches = [b for b in batches if len(b) >= self.world]
         return batches
 
-    def _collate(self, ids: np.ndarray) -> Batch:
+    def _collate(self, ids: np.ndarray, targets: bool = False) -> Batch:
         batch = self.collate([self.encoded[i] for i in ids])
         batch["labels"] = self.labels[ids]
+        if targets and self.targets is not None:
+            batch["targets"] = self.targets[ids]
         return batch
 
     def steps(
@@ -100,7 +109,8 @@ class Batches:
         for step_ids in self.order(epoch)[skip:]:
             mine = step_ids[self.rank :: self.world]
             micro = [mine[j :: self.accumulate] for j in range(self.accumulate)]
-            yield len(step_ids), [(ids, self._collate(ids)) for ids in micro if len(ids)]
+            yield len(step_ids), [(ids, self._collate(ids, targets=True))
+                                  for ids in micro if len(ids)]
 
     def epoch(self, epoch: int = 0, skip: int = 0) -> Iterator[tuple[np.ndarray, Batch]]:
         """Yield (indices, batch) of this process's share of each step batch of `epoch`

@@ -155,6 +155,27 @@ def _metrics_section(summary: RunSummary) -> list[str]:
     ]
 
 
+def _distill_section(summary: RunSummary) -> list[str]:
+    """A distilled student beside its teacher: quality, size, speed."""
+    d = summary.distill
+    teacher, student = d["models"]["teacher"], d["models"]["student"]
+    rows = [k for k in teacher if k in student]
+    lines = ["## Distillation", "",
+             f"Distilled from the teacher `{d['teacher']}` into {d['student']} (temperature "
+             f"{d['temperature']:g}, alpha {d['alpha']:g}"
+             + (f", {d['unlabelled']} unlabelled texts" if d["unlabelled"] else "") + "). "
+             f"Measured on the {d['split']} split ({d['examples']} examples), both models in "
+             f"one process: batch {d['batch_size']}, {d['threads']} threads, {d['device']}.",
+             "", "| | teacher | student | student / teacher |", "|---|---:|---:|---:|"]
+    for key in rows:
+        t, s = teacher[key], student[key]
+        fmt = ("{:,.0f}" if key == "params" else "{:.1f}" if key == "examples_per_second"
+               else "{:.4f}")
+        lines.append(f"| {key.replace('_', ' ')} | {fmt.format(t)} | {fmt.format(s)} | "
+                     + (f"{s / t:.3f}" if t else "-") + " |")
+    return lines
+
+
 def _training_section(run_dir: Path, summary: RunSummary) -> list[str]:
     versions = summary.versions
     return [
@@ -237,6 +258,7 @@ def model_card(run_dir: Path, summary: RunSummary, cfg: RunConfig) -> str:
         _model_section(summary, cfg),
         _data_section(summary),
         _metrics_section(summary),
+        *([_distill_section(summary)] if summary.distill else []),
         _training_section(run_dir, summary),
         _use_section(run_dir, summary, kind, bool(cfg.data.text_pair_column)),
         _loading_section(meta),

@@ -72,7 +72,7 @@ def cached_batches(model: nn.Module, head: nn.Module, batches: Batches,
     feats = record(model, head, batches, device, inputs=True)
     return Batches(feats, batches.labels.numpy(), _stack, batches.batch_size,
                    shuffle=batches.shuffle, seed=batches.seed, accumulate=batches.accumulate,
-                   rank=batches.rank, world=batches.world)
+                   rank=batches.rank, world=batches.world, targets=batches.targets)
 
 
 # ------------------------------------------------------------------------------ frozen prefix
@@ -192,7 +192,7 @@ def _with_rows(batches: Batches, rows: Sequence[torch.Tensor], per_token: bool) 
     return Batches(list(zip(batches.encoded, rows)), batches.labels.numpy(), collate_rows,
                    batches.batch_size, shuffle=batches.shuffle, seed=batches.seed,
                    lengths=lengths, accumulate=batches.accumulate, rank=batches.rank,
-                   world=batches.world)
+                   world=batches.world, targets=batches.targets)
 
 
 def _probe(model: nn.Module, modules: list[nn.Module], batches: Batches,

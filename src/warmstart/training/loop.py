@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from warmstart.config import OptimConfig, TrainConfig
-from warmstart.data.batches import Batches
+from warmstart.data.batches import TARGET_KEYS, Batches
 from warmstart.errors import WarmstartError
 from warmstart.models.base import logits_of
 from warmstart.strategies.base import Plan, train_mode
@@ -242,7 +242,7 @@ def _accumulate(runner: nn.Module, micros: list[tuple[Any, dict[str, torch.Tenso
         last = j == len(micros) - 1
         sync = contextlib.nullcontext() if last else distributed.no_sync(runner)
         batch = move(batch, settings.device)
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
         with sync:
             with autocast(settings.device, settings.precision):
                 logits = logits_of(runner(**inputs))

@@ -29,6 +29,7 @@ from warmstart.config import RunConfig, config_changes, dump_config
 from warmstart.data.base import DATASETS, Examples
 from warmstart.errors import WarmstartError
 from warmstart.files import (
+    CACHES,
     LOCK,
     FolderLock,
     atomic_dir,
@@ -56,7 +57,7 @@ from warmstart.training.checkpoint import (
 )
 from warmstart.training.distributed import Dist
 from warmstart.training.loop import fit
-from warmstart.training.session import setup
+from warmstart.training.session import Teacher, setup
 from warmstart.training.solve import solve
 from warmstart.training.transfer import logme
 from warmstart.version import __version__
@@ -176,20 +177,22 @@ def environment(seed: int) -> dict[str, Any]:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False) -> RunSummary:
+def train(cfg: RunConfig, *, quiet: bool = False, resume: bool = False,
+          teacher: Teacher | None = None) -> RunSummary:
     """Fine-tune as `cfg` says; write the run directory; return the summary.
 
     With `resume`, continue the run directory's latest checkpoint exactly (a run with no
-    checkpoint yet starts over with the same config).
+    checkpoint yet starts over with the same config). A distillation passes its `teacher`
+    (`warmstart.distillation`).
     """
     place, device_name = distributed.setup(cfg.train.device)
     try:
         if not place.is_main:  # only the main process writes the run directory
-            return _train(cfg, place, device_name, quiet=quiet, resume=resume)
+            return _train(cfg, place, device_name, quiet=quiet, resume=resume, teacher=teacher)
         # Held until the run ends: a second run into this directory fails at once, naming us.
         with FolderLock(run_dir_of(cfg), "warmstart train",
                         "wait for it to finish, or choose another output.name"):
-            return _train(cfg, place, device_name, quiet=quiet, resume=resume)
+            return _train(cfg, place, device_name, quiet=quiet, resume=resume, teacher=teacher)
     finally:
         distributed.teardown()
 
@@ -219,7 +222,7 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
             f"{run_dir} holds an unfinished run (checkpoint at step {step}); continue it with "
             f"`warmstart train --resume {run_dir}`, or start over with --overwrite "
             "(or choose output.name)")
-    others = [p.name for p in run_dir.iterdir() if p.name != LOCK]
+    others = [p.name for p in run_dir.iterdir() if p.name not in (LOCK, CACHES)]
     if others and not (run_dir / "config.yaml").is_file():
         # Starting clean deletes the folder's contents: only ever a run directory's.
         raise WarmstartError(
@@ -229,7 +232,7 @@ def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
-           resume: bool) -> RunSummary:
+           resume: bool, teacher: Teacher | None) -> RunSummary:
     quiet = quiet or not place.is_main  # one voice: only the main process talks and writes
     console = Console(stderr=True, quiet=quiet)
     run_dir = run_dir_of(cfg)
@@ -242,7 +245,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
                              "resuming would train on a mix. Start over with `warmstart train "
                              f"-c {run_dir / 'config.yaml'} --overwrite`")
     point = _resume_point(run_dir) if resume else None
-    session = setup(cfg, place=place, device_name=device_name, resume=point)
+    session = setup(cfg, place=place, device_name=device_name, resume=point, teacher=teacher)
     data, plan, model = session.data, session.plan, session.model
 
     # Everything the user could get wrong has been checked: now the run directory.

@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from warmstart.strategies import STRATEGIES, STRATEGY_DEFAULTS, Plan
 from warmstart.tasks import Task
 from warmstart.training import distributed
 from warmstart.training.checkpoint import Resume
+from warmstart.training.distill_loss import distill_loss
 from warmstart.training.evaluate import evaluate, predict_logits
 from warmstart.training.loop import FitSettings
 from warmstart.training.loss import LossFn, make_loss
@@ -42,6 +43,19 @@ log = logging.getLogger("warmstart")
 # Epochs when neither the config nor the strategy says: 2-4 is the usual fine-tuning range,
 # and 2 keeps the default job (full fine-tuning of minilm-l6 on bbc-news) within minutes.
 EPOCHS = 2
+
+
+class Teacher(Protocol):
+    """What a distillation adds to a run (`warmstart.distillation` builds it from a teacher run,
+    which this layer cannot read): the student, and the teacher's outputs as soft targets."""
+
+    def student(self, task: Task) -> Adapter | None:
+        """A student made from the teacher (a layer-dropped copy), or None: build
+        `model.name` as usual."""
+
+    def targets(self, data: TaskData, device: torch.device) -> tuple[Examples, np.ndarray]:
+        """The examples to train on (the training split, then any unlabelled ones) and their
+        `targets` rows (`distill_loss.pack_targets`)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +183,8 @@ class Session:
 
 
 def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
-          device_name: str | None = None, resume: Resume | None = None) -> Session:
+          device_name: str | None = None, resume: Resume | None = None,
+          teacher: Teacher | None = None) -> Session:
     """Put the run `cfg` describes together.
 
     Args:
@@ -180,10 +195,14 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
             each process's GPU under torchrun).
         resume: the checkpoint the run continues, if any: its global batch is kept, and a
             strategy's calibration is skipped (the checkpoint's optimizer has the scales).
+        teacher: a distillation's teacher (`distill.teacher`): the student and soft targets.
 
     Raises:
         WarmstartError: anything the user can get wrong: names, files, columns, options.
     """
+    if (teacher is None) != (cfg.distill.teacher is None):
+        raise WarmstartError("config key 'distill.teacher' is set: run the config with "
+                             "`warmstart distill`, or set distill.teacher=null to train")
     place = place or distributed.current()
     device = resolve_device(device_name or cfg.train.device)
     precision = resolve_precision(cfg.train.precision, device)
@@ -194,7 +213,10 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     data = load_task(cfg.data, split_seed, cfg.task)
     metric = metric_for(cfg, data.task)
     seed_everything(cfg.train.seed)  # the new head's initialisation follows the seed
-    adapter = build_model(cfg.model, data.task.num_outputs, seed=cfg.train.seed)
+    adapter = teacher.student(data.task) if teacher is not None else None
+    if adapter is not None:
+        adapter.seed = cfg.train.seed
+    adapter = adapter or build_model(cfg.model, data.task.num_outputs, seed=cfg.train.seed)
     if adapter.kind != data.kind:
         raise WarmstartError(f"model {cfg.model.name!r} reads {adapter.kind} but data "
                              f"{cfg.data.name!r} holds {data.kind}; pick a matching pair")
@@ -214,9 +236,19 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     # Anchored to the pretrained weights, before any checkpoint is loaded.
     penalty = make_penalty(plan, adapter.head, cfg.regularize)
     loss_fn = make_loss(data.task, label_smoothing=cfg.regularize.label_smoothing,
-                        class_weights=weights, penalty=penalty)
+                        class_weights=weights, penalty=None if teacher else penalty)
+    examples, targets = data.train, None
+    if teacher is not None:
+        if plan.solver is not None:  # a closed-form fit reads labels, never a loss
+            raise WarmstartError(f"strategy {cfg.strategy.name!r} fits the head in closed "
+                                 "form on the labels and cannot learn from a teacher; pick a "
+                                 "strategy trained by gradient (e.g. full, head, lora)")
+        loss_fn = distill_loss(data.task, loss_fn, temperature=cfg.distill.temperature,
+                               alpha=cfg.distill.alpha, penalty=penalty)
+        examples, targets = teacher.targets(data, device)
     accumulate = accumulation_for(cfg, place, resume)
-    train = batches_for(adapter, data.train, cfg, train=True, place=place, accumulate=accumulate)
+    train = batches_for(adapter, examples, cfg, train=True, place=place, accumulate=accumulate,
+                        targets=targets)
     if plan.calibrate is not None and resume is None:
         # Measured with the task's plain loss: how much the new task asks of each group.
         plan = plan.with_scales(plan.calibrate(adapter.module, train, device,
@@ -299,8 +331,10 @@ def cpu_has_native_bf16() -> bool:
 
 
 def batches_for(adapter: Adapter, split: Examples, cfg: RunConfig, *, train: bool,
-                place: distributed.Dist, accumulate: int = 1) -> Batches:
-    """Encode a split once and serve it in batches (length-grouped for text training)."""
+                place: distributed.Dist, accumulate: int = 1,
+                targets: np.ndarray | None = None) -> Batches:
+    """Encode a split once and serve it in batches (length-grouped for text training), with
+    per-example soft `targets` for the loss where given (distillation)."""
     encoded = adapter.encode(split.inputs)
     lengths = adapter.lengths(encoded) if adapter.lengths is not None else None
     if train and not cfg.train.group_by_length:
@@ -308,7 +342,8 @@ def batches_for(adapter: Adapter, split: Examples, cfg: RunConfig, *, train: boo
     return Batches(encoded, split.labels, adapter.collate,
                    cfg.train.batch_size if train else cfg.train.eval_batch_size,
                    shuffle=train, seed=cfg.train.seed, lengths=lengths,
-                   accumulate=accumulate if train else 1, rank=place.rank, world=place.world)
+                   accumulate=accumulate if train else 1, rank=place.rank, world=place.world,
+                   targets=targets)
 
 
 def accumulation_for(cfg: RunConfig, place: distributed.Dist, resume: Resume | None) -> int:
