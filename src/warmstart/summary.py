@@ -154,6 +154,8 @@ class RunSummary:
     metric: str = "accuracy"
     """The validation metric that picked the best epoch (`train.metric` as resolved), also
     the headline of tables and charts."""
+    augment: str = "none"
+    """The training-time augmentation, in words (`augment.*` as resolved)."""
     version: int = SUMMARY_VERSION
     """Format version of this summary (`SUMMARY_VERSION` when written)."""
 

@@ -274,6 +274,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         f"{g.name} {session.lr * g.lr_scale:.2e}" for g in plan.groups)
         + (" (the checkpoint's calibrated scales apply)" if plan.calibrate and point else ""),
         highlight=False)
+    augmented = session.augment.recipe.describe() if session.augment else "none"
+    console.print(f"augmentation: {augmented}", highlight=False)
 
     observers: list[Any] = []
     if place.is_main:
@@ -284,7 +286,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     spill_dir = run_dir / "cache"
     try:
         ready = prepare(session.adapter, plan, session.train, session.val, session.device,
-                        cfg.train, spill_dir)
+                        cfg.train, spill_dir, augmented=session.augment is not None)
         if ready.notes:
             console.print(ready.notes, highlight=False)
         if plan.solver is not None:
@@ -298,6 +300,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
                              session.validation_score, session.settings,
                              eval_modules=ready.eval_modules,
                              callbacks=Callbacks(observers), resume=point,
+                             augment=session.augment,
                              checkpointer=Checkpointer(run_dir, cfg.checkpoint.every_steps,
                                                        cfg.checkpoint.keep_last,
                                                        write=place.is_main))
@@ -346,7 +349,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         seed=cfg.train.seed,
         versions=Versions(warmstart=__version__, torch=torch.__version__,
                           python=platform.python_version()),
-        task=task.type, metric=session.cfg.train.metric,
+        task=task.type, metric=session.cfg.train.metric, augment=augmented,
     )
     if not place.is_main:
         return summary  # the same run, measured here; only the main process writes
