@@ -83,6 +83,8 @@ def affine(draws: torch.Tensor, ops: ImageOps) -> torch.Tensor:
     area = low + (high - low) * draws[:, CROP_AREA]
     log_lo, log_hi = math.log(CROP_RATIOS[0]), math.log(CROP_RATIOS[1])
     ratio = torch.exp(log_lo + (log_hi - log_lo) * draws[:, CROP_RATIO])
+    if (low, high) == (1.0, 1.0):  # crop off: the whole image, not a squeezed one
+        ratio = torch.ones_like(ratio)
     w = torch.sqrt(area * ratio).clamp_max(1.0)
     h = torch.sqrt(area / ratio).clamp_max(1.0)
     flip = torch.where(draws[:, FLIP] < ops.flip, -1.0, 1.0)
@@ -138,7 +140,12 @@ def _smooth(x: torch.Tensor) -> torch.Tensor:
 
 
 def _colour_op(name: str, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    """TrivialAugment's colour op `name` on images in [0, 1] at signed `level` in [-1, 1]."""
+    """TrivialAugment's colour op `name` on images in [0, 1] at signed `level` in [-1, 1]
+    (posterize, solarize: its size); the result clamped to [0, 1]."""
+    return _colour_unclamped(name, x, level).clamp(0, 1)
+
+
+def _colour_unclamped(name: str, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     factor = 1 + level * ENHANCE
     if name == "brightness":
         return _blend(x, torch.zeros_like(x), factor)
@@ -181,7 +188,7 @@ def colour(x: torch.Tensor, draws: torch.Tensor, ops: ImageOps) -> torch.Tensor:
                 continue
             chosen = (op == k).nonzero().flatten()
             if len(chosen):
-                x[chosen] = _colour_op(name, x[chosen], level[chosen]).clamp(0, 1)
+                x[chosen] = _colour_op(name, x[chosen], level[chosen])
     return x
 
 
