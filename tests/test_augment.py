@@ -1,22 +1,14 @@
 """Augmentation: each op keeps shape, dtype and range; the randomness is a function of (seed,
-epoch, example) alone, so a killed and resumed run ends with the same weights; evaluation never
-sees it; mixed labels go through every task's loss; it turns the cache off; bad keys are one
-line."""
+epoch, example) alone; evaluation never sees it; mixed labels go through every task's loss; it
+turns the cache off; bad keys are one line. A killed and resumed augmented run ending with the
+same weights: `test_strategy_resume.py`."""
 
 from __future__ import annotations
-
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import make_rows, write_csv
-from safetensors.torch import load_file
 
 import warmstart.training.loop
 from warmstart.cli import main
@@ -232,39 +224,6 @@ def test_bad_augment_keys_are_one_line(tmp_path, capsys, args, words):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err, err
     assert not (tmp_path / "tiny-cnn-digits-full").exists()
-
-
-def _cli(args: list[str]) -> subprocess.Popen:
-    """`warmstart train` in a subprocess that imports this checkout (the caller's PYTHONPATH
-    kept after the tests' own, for the `factories` module)."""
-    tests = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen([sys.executable, "-m", "warmstart", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_killed_mid_epoch_and_resumed_gives_the_same_weights(tmp_path):
-    args = ["model.name=factories:slow_cnn", "data.name=digits", "data.limit=120",
-            "model.image_size=16", "train.epochs=3", "train.batch_size=8", "optim.lr=3e-3",
-            "augment.mixup=0.2", "augment.cutmix=1.0", "augment.jitter=0.3",
-            "checkpoint.every_steps=5", "checkpoint.keep_last=10", "train.threads=1", "--quiet"]
-    ref = _cli([*args, f"output.dir={tmp_path}", "output.name=ref"])
-    assert ref.wait(timeout=300) == 0, ref.stderr.read()
-    victim = _cli([*args, f"output.dir={tmp_path}", "output.name=run"])
-    mid = tmp_path / "run" / "checkpoints" / "step-00000020" / "state.pt"  # 15 steps/epoch
-    deadline = time.time() + 240
-    while time.time() < deadline and not mid.exists():
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait(timeout=60) == -signal.SIGKILL
-    assert not (tmp_path / "run" / "summary.json").exists()
-    resumed = _cli(["--resume", str(tmp_path / "run"), "--quiet"])
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
-    a = load_file(str(tmp_path / "ref" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_text_augmentation_trains_tiny_bert_end_to_end(tmp_path):
