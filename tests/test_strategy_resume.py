@@ -22,7 +22,7 @@ COMMON = ["data.name=digits", "data.limit=120", "model.image_size=16", "train.ep
 GRADUAL = ["model.name=factories:slow_deep_cnn", "strategy.name=gradual", *COMMON]
 # partial k=1 caches the frozen stem and block1 (recorded again on resume)
 PARTIAL = ["model.name=factories:slow_top_cnn", "strategy.name=partial", "strategy.k=1",
-           *COMMON]
+           "augment.recipe=none", *COMMON]  # augmentation would turn the cache off
 
 
 # Every image op and mixing on: each example's augmentation is a function of (seed, epoch,
