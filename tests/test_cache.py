@@ -26,7 +26,8 @@ TINY_TEXT = ["model.name=tiny-bert", "train.epochs=2", "train.batch_size=8", "op
              "strategy.name=partial", "strategy.k=1", "output.save_model=false"]
 TINY_IMAGE = ["model.name=tiny-cnn", "data.name=digits", "data.limit=150", "train.epochs=2",
               "train.batch_size=16", "optim.lr=1e-2", "strategy.name=partial", "strategy.k=1",
-              "output.save_model=false"]
+              "output.save_model=false",
+              "augment.recipe=none"]  # augmentation would turn the cache off
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,10 @@ def test_class_weights_change_the_training():
 # ------------------------------------------------------------------ runs on disk
 
 def _cli(args, env_extra=None, **kw):
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "HF_HUB_OFFLINE": "1"}
+    # The caller's PYTHONPATH stays behind the tests' own (a worktree run with its src on it
+    # must run its own warmstart, not the installed one).
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "warmstart", "train", *args],
                             env={**env, **(env_extra or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)

@@ -22,15 +22,23 @@ COMMON = ["data.name=digits", "data.limit=120", "model.image_size=16", "train.ep
 GRADUAL = ["model.name=factories:slow_deep_cnn", "strategy.name=gradual", *COMMON]
 # partial k=1 caches the frozen stem and block1 (recorded again on resume)
 PARTIAL = ["model.name=factories:slow_top_cnn", "strategy.name=partial", "strategy.k=1",
-           *COMMON]
+           "augment.recipe=none", *COMMON]  # augmentation would turn the cache off
 
 
-@pytest.mark.parametrize("args", [GRADUAL, PARTIAL], ids=["gradual", "partial-cached"])
-def test_killed_after_epoch_two_resumes_to_the_same_weights(tmp_path, args):
+# Every image op and mixing on: each example's augmentation is a function of (seed, epoch,
+# example), so a run killed mid-epoch replays the same augmented batches when resumed.
+AUGMENTED = ["model.name=factories:slow_cnn", "strategy.name=full", "augment.mixup=0.2",
+             "augment.cutmix=1.0", "augment.jitter=0.3", "checkpoint.every_steps=5", *COMMON]
+
+
+@pytest.mark.parametrize("args, step", [(GRADUAL, 30), (PARTIAL, 30), (AUGMENTED, 20)],
+                         ids=["gradual", "partial-cached", "augmented-mid-epoch"])
+def test_killed_after_epoch_two_resumes_to_the_same_weights(tmp_path, args, step):
     ref = _cli([*args, f"output.dir={tmp_path}", "output.name=ref"])
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
     victim = _cli([*args, f"output.dir={tmp_path}", "output.name=run"])
-    epoch2 = tmp_path / "run" / "checkpoints" / "step-00000030" / "state.pt"  # 15 steps/epoch
+    # 15 steps per epoch: step 30 ends epoch two, step 20 is inside it
+    epoch2 = tmp_path / "run" / "checkpoints" / f"step-{step:08d}" / "state.pt"
     deadline = time.time() + 240
     while time.time() < deadline and not epoch2.exists():
         time.sleep(0.05)

@@ -66,7 +66,7 @@ def _one_line_error(run_dir: Path) -> str:
 def test_round_trip_keeps_every_field_and_the_json_layout(tmp_path):
     s = sample()
     d = s.to_dict()
-    assert set(d) == KEYS | {"version", "task", "metric", "transferability"}
+    assert set(d) == KEYS | {"version", "task", "metric", "transferability", "augment"}
     assert d["version"] == SUMMARY_VERSION == 1
     assert d["examples"] == {"train": 16, "validation": 8, "test": 8}
     assert d["params"]["fraction"] == 0.1 and d["lr"]["groups"]["lora"] == 5e-4
@@ -85,7 +85,7 @@ def test_quality_is_test_or_validation_without_a_test_split():
 
 def test_a_file_without_version_is_version_1(tmp_path):
     d = sample().to_dict()
-    del d["version"], d["task"], d["metric"]  # as written before the fields existed
+    del d["version"], d["task"], d["metric"], d["augment"]  # written before these existed
     _write(tmp_path / "old", d)
     s = read_summary(tmp_path / "old")
     assert s.version == 1 and s == sample()
@@ -132,6 +132,7 @@ def test_a_real_runs_file_reads_back_as_what_train_returned(tmp_path):
     assert on_disk == returned
     assert on_disk.epochs == len(on_disk.history) == 2 and on_disk.test["accuracy"] >= 0
     raw = json.loads((tmp_path / "runs" / "r" / SUMMARY).read_text(encoding="utf-8"))
-    # the layout scripts read, plus
-    assert set(raw) == KEYS | {"version", "task", "metric", "transferability"}
-    assert (raw["task"], raw["metric"]) == ("classification", "accuracy")  # the task fields
+    # the layout scripts read, plus the task fields, LogME and the augmentation
+    assert set(raw) == KEYS | {"version", "task", "metric", "transferability", "augment"}
+    assert (raw["task"], raw["metric"]) == ("classification", "accuracy")
+    assert raw["augment"] == "none"  # text: off by default

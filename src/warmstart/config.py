@@ -19,6 +19,7 @@ from warmstart import typed
 from warmstart.errors import WarmstartError, did_you_mean
 from warmstart.options import StrategyConfig, own_options_only
 from warmstart.sections import (
+    AugmentConfig,
     CheckpointConfig,
     DataConfig,
     DistillConfig,
@@ -34,9 +35,9 @@ from warmstart.typed import check
 
 # The sections are declared in `sections.py` and re-exported: callers import every config
 # type from here.
-__all__ = ["CheckpointConfig", "DataConfig", "DistillConfig", "LogConfig", "ModelConfig",
-           "OptimConfig", "OutputConfig", "RegularizeConfig", "RunConfig", "StrategyConfig",
-           "TaskConfig", "TrainConfig"]
+__all__ = ["AugmentConfig", "CheckpointConfig", "DataConfig", "DistillConfig", "LogConfig",
+           "ModelConfig", "OptimConfig", "OutputConfig", "RegularizeConfig", "RunConfig",
+           "StrategyConfig", "TaskConfig", "TrainConfig"]
 
 
 @dataclass
@@ -49,6 +50,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     regularize: RegularizeConfig = field(default_factory=RegularizeConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -125,6 +127,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     check(cfg.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
     check(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
     _validate_distill(cfg.distill)
+    _validate_augment(cfg.augment)
     return cfg
 
 
@@ -146,6 +149,24 @@ def parse_layers(spec: str) -> list[int]:
     if not parts or not all(p.isdigit() for p in parts):
         return []
     return [int(p) for p in parts]
+
+
+def _validate_augment(aug: AugmentConfig) -> None:
+    """Ranges of the `augment.*` keys (null = the recipe's value, always valid)."""
+    scale = aug.crop_scale
+    check(scale is None or (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1),
+          "augment.crop_scale", "must be [min, max] with 0 < min <= max <= 1")
+    for key in ("flip", "trivial", "mix_prob", "token_delete", "token_swap", "span_mask"):
+        value = getattr(aug, key)
+        check(value is None or 0 <= value <= 1, f"augment.{key}", "must be in [0, 1]")
+    check(aug.token_delete is None or aug.token_delete < 1, "augment.token_delete",
+          "must be below 1 (1 would delete every token)")
+    check(aug.jitter is None or 0 <= aug.jitter < 1, "augment.jitter", "must be in [0, 1)")
+    check(aug.trivial_strength is None or 0 <= aug.trivial_strength <= 1,
+          "augment.trivial_strength", "must be in [0, 1]")
+    for key in ("mixup", "cutmix"):
+        value = getattr(aug, key)
+        check(value is None or value >= 0, f"augment.{key}", "must be >= 0 (0 = off)")
 
 
 def all_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:

@@ -294,3 +294,63 @@ class DistillConfig:
         "distillation: 12 -> 6 layers kept STS-B 85.44 -> 85.23). null = the student is "
         "model.name"
     )
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation of the batches (never at evaluation or prediction).
+
+    `recipe` gives every key below its starting value; a key set to a number overrides it
+    (`augment.recipe=none augment.flip=0.5` flips and does nothing else).
+    """
+
+    recipe: Literal["auto", "none"] = _f(
+        "auto", "auto = images whose backbone trains: random resized crop (scale 0.35-1) + "
+        "horizontal flip + TrivialAugment at RandAugment's ranges, no mixup; text: none "
+        "(EDA-style edits did not consistently help pretrained transformers, Longpre et al. "
+        "2020); head-only strategies: none (their frozen features are cached, which "
+        "augmentation would rule out). none = nothing unless a key below is set"
+    )
+    crop_scale: list[float] | None = _f(
+        None, "images: random resized crop keeps this [min, max] share of the area (auto: "
+        "[0.35, 1]: ImageNet's 0.08 destroys small or already-cropped images); [1, 1] = off"
+    )
+    flip: float | None = _f(
+        None, "images: probability of a horizontal flip (auto: 0.5; 0 for text-like images, "
+        "digits or anything whose meaning flips)"
+    )
+    jitter: float | None = _f(
+        None, "images: colour jitter strength: brightness, contrast and saturation each "
+        "scaled by a factor in [1 - s, 1 + s] (auto: 0, TrivialAugment already varies colour)"
+    )
+    trivial: float | None = _f(
+        None, "images: probability of one TrivialAugment op per image (auto: 1, as the "
+        "paper: one uniformly drawn op at a uniformly drawn strength, identity among them)"
+    )
+    trivial_strength: float | None = _f(
+        None, "images: the largest TrivialAugment magnitude as a share of RandAugment's "
+        "ranges (rotate 30 deg, shear 0.3, translate 45%, colour x(1 +- 0.9)) (auto: 1 = "
+        "those ranges, the 'light' choice beside TrivialAugment-wide's doubled ones)"
+    )
+    mixup: float | None = _f(
+        None, "images: mixup's Beta(a, a) parameter; 0 = off (auto: 0: it slows convergence, "
+        "which short fine-tuning runs cannot pay back). 0.2 is a common value"
+    )
+    cutmix: float | None = _f(
+        None, "images: cutmix's Beta(a, a) parameter; 0 = off (auto: 0, as mixup). 1.0 is "
+        "the paper's value; with mixup too, each example gets one of the two at random"
+    )
+    mix_prob: float | None = _f(
+        None, "images: share of examples that mixup/cutmix mix with a neighbour in the batch "
+        "(auto: 1 when either is on)"
+    )
+    token_delete: float | None = _f(
+        None, "text: probability of deleting each token (special tokens are kept) (auto: 0)"
+    )
+    token_swap: float | None = _f(
+        None, "text: probability of swapping each token with the next one (auto: 0)"
+    )
+    span_mask: float | None = _f(
+        None, "text: share of each text's tokens replaced by the mask token as one span "
+        "(auto: 0)"
+    )

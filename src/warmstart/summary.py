@@ -157,6 +157,8 @@ class RunSummary:
     transferability: dict[str, float] = dataclasses.field(default_factory=dict)
     """Scores of the frozen features before training (`logme`, `training/transfer.py`), for
     runs whose head trains on cached features (`features`, `head`); empty otherwise."""
+    augment: str = "none"
+    """The training-time augmentation, in words (`augment.*` as resolved)."""
     version: int = SUMMARY_VERSION
     """Format version of this summary (`SUMMARY_VERSION` when written)."""
     distill: Metrics = dataclasses.field(default_factory=dict)

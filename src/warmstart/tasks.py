@@ -112,6 +112,8 @@ class Classification(Task):
         "accuracy", "f1_macro", "precision_macro", "recall_macro", "loss")
 
     def loss(self, logits, labels, *, label_smoothing=0.0, weight=None):
+        # `labels`: class indices, or class probabilities (mixup/cutmix's soft targets):
+        # cross_entropy takes either, with smoothing and weights.
         return F.cross_entropy(logits, labels, weight=weight, label_smoothing=label_smoothing)
 
     def metrics(self, logits, labels, *, full=False):

@@ -125,6 +125,7 @@ def _model_section(summary: RunSummary, cfg: RunConfig) -> list[str]:
         f"({params.fraction:.2%})",
         f"- learning rate: {summary.lr.base:g} ({cfg.optim.schedule} schedule), "
         f"batch {cfg.train.batch_size} x {cfg.train.accumulate}, seed {summary.seed}",
+        f"- augmentation (training only): {summary.augment}",
         f"- epochs: {summary.epochs} of {cfg.train.epochs or summary.epochs}, best epoch "
         f"{summary.best_epoch} (by validation {summary.metric}; its weights are saved)",
     ]

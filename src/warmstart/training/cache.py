@@ -298,10 +298,19 @@ class Prepared:
     head_inputs: bool = False  # `model` is `HeadOnly`: the batches carry the head's inputs
 
 
+# Why an augmented run does not cache (printed once, in place of what was cached).
+AUGMENT_NOTE = ("augmentation is on: frozen layers run every epoch, uncached (a cache would "
+                "hold the output of unaugmented inputs)")
+
+
 def prepare(adapter: Adapter, plan: Plan, train: Batches, val: Batches, device: torch.device,
-            cfg: TrainConfig, spill_dir: Path) -> Prepared:
+            cfg: TrainConfig, spill_dir: Path, *, augmented: bool = False) -> Prepared:
     """Cache what stays frozen for the whole run, where valid; hand a frozen prefix to `fit`
     to keep in eval mode either way, so caching never changes the result.
+
+    With `augmented` (the training batches change every epoch) nothing is cached: a cache
+    would replay features of the unaugmented inputs. The session refuses augmentation with a
+    closed-form solver, which has no epochs to augment.
 
     Raises:
         ValueError: the plan has a closed-form solver but more than the head trains (a bug
@@ -314,6 +323,8 @@ def prepare(adapter: Adapter, plan: Plan, train: Batches, val: Batches, device: 
     only_head = head_only(adapter, plan)
     if plan.solver is not None and not only_head:
         raise ValueError("a plan with a solver must train the classifier alone")
+    if augmented and plan.solver is None and cfg.cache and (prefix or only_head):
+        return Prepared(model, train, val, none, 0.0, AUGMENT_NOTE, frozen)
     if only_head and (cfg.cache or plan.solver is not None):  # a solver needs the features
         start = time.perf_counter()
         cached_train = cached_batches(model, adapter.head, train, device)

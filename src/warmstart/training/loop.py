@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from warmstart.config import OptimConfig, TrainConfig
+from warmstart.data.augment import Augment
 from warmstart.data.batches import TARGET_KEYS, Batches
 from warmstart.errors import WarmstartError
 from warmstart.models.base import logits_of
@@ -109,7 +110,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 def fit(model: nn.Module, plan: Plan, train: Batches, val: Batches, loss_fn: LossFn,
         score: Score, settings: FitSettings, *, eval_modules: Sequence[nn.Module] = (),
         callbacks: Callbacks | None = None, checkpointer: Checkpointer | None = None,
-        resume: Resume | None = None) -> FitResult:
+        resume: Resume | None = None, augment: Augment | None = None) -> FitResult:
     """Train `model` with the strategy's `plan`; keep the weights of the best validation epoch.
 
     Args:
@@ -124,6 +125,8 @@ def fit(model: nn.Module, plan: Plan, train: Batches, val: Batches, loss_fn: Los
         checkpointer: writes checkpoints every N steps and at each epoch end (every process
             holds one so all join the collective parts; only the main one writes).
         resume: continue from a checkpoint instead of starting fresh.
+        augment: changes each training batch (on the device) as a function of its examples
+            and the epoch alone; evaluation batches never pass through it.
     """
     cfg, device = settings.train, settings.device
     assert cfg.metric != "auto", "resolve train.metric for the task first (session.metric_for)"
@@ -173,7 +176,7 @@ def fit(model: nn.Module, plan: Plan, train: Batches, val: Batches, loss_fn: Los
         state = state.update(epoch=epoch + 1)
         epoch_start, seconds_before = time.perf_counter(), loop.train_seconds
         for step_size, micros in train.steps(epoch, skip=loop.epoch_step):
-            value = _accumulate(runner, micros, loss_fn, settings, scaler, loop)
+            value = _accumulate(runner, micros, loss_fn, settings, scaler, loop, augment)
             scaler.unscale_(optimizer)
             _clip(params, settings.optim)
             factor = schedule(loop.step)
@@ -232,16 +235,22 @@ def _restore(resume: Resume, optimizer: torch.optim.Optimizer, scaler: torch.amp
 
 def _accumulate(runner: nn.Module, micros: list[tuple[Any, dict[str, torch.Tensor]]],
                 loss_fn: LossFn, settings: FitSettings, scaler: torch.amp.GradScaler,
-                loop: LoopState) -> float:
+                loop: LoopState, augment: Augment | None = None) -> float:
     """Forward and backward every micro-batch of one step; the last one's loss value.
+
+    `augment` changes each micro-batch after it is on the device (mixup may turn the labels
+    into soft targets; the running accuracy counts hits on the original labels).
 
     Gradients are averaged across processes once per step, on the last micro-batch.
     """
     value = float("nan")
-    for j, (_, batch) in enumerate(micros):
+    for j, (ids, batch) in enumerate(micros):
         last = j == len(micros) - 1
         sync = contextlib.nullcontext() if last else distributed.no_sync(runner)
         batch = move(batch, settings.device)
+        labels = batch["labels"]
+        if augment is not None:
+            batch = augment(batch, ids, loop.epoch)
         inputs = {k: v for k, v in batch.items() if k not in TARGET_KEYS}
         with sync:
             with autocast(settings.device, settings.precision):
@@ -253,7 +262,6 @@ def _accumulate(runner: nn.Module, micros: list[tuple[Any, dict[str, torch.Tenso
                     f"the loss became {value} at step {loop.step + 1} (epoch {loop.epoch + 1}); "
                     "the last good checkpoint is kept; lower optim.lr or set optim.clip_norm")
             scaler.scale(loss / len(micros)).backward()
-        labels = batch["labels"]
         loop.loss_sum += value * len(labels)
         loop.loss_count += len(labels)
         if labels.dtype == torch.long and logits.dim() == 2:  # class ids: count the hits

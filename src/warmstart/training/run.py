@@ -278,6 +278,8 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         f"{g.name} {session.lr * g.lr_scale:.2e}" for g in plan.groups)
         + (" (the checkpoint's calibrated scales apply)" if plan.calibrate and point else ""),
         highlight=False)
+    augmented = session.augment.recipe.describe() if session.augment else "none"
+    console.print(f"augmentation: {augmented}", highlight=False)
 
     observers: list[Any] = []
     if place.is_main:
@@ -288,7 +290,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
     spill_dir = run_dir / "cache"
     try:
         ready = prepare(session.adapter, plan, session.train, session.val, session.device,
-                        cfg.train, spill_dir)
+                        cfg.train, spill_dir, augmented=session.augment is not None)
         if ready.notes:
             console.print(ready.notes, highlight=False)
         if plan.solver is not None:
@@ -302,6 +304,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
                              session.validation_score, session.settings,
                              eval_modules=ready.eval_modules,
                              callbacks=Callbacks(observers), resume=point,
+                             augment=session.augment,
                              checkpointer=Checkpointer(run_dir, cfg.checkpoint.every_steps,
                                                        cfg.checkpoint.keep_last,
                                                        write=place.is_main))
@@ -354,6 +357,7 @@ def _train(cfg: RunConfig, place: Dist, device_name: str, *, quiet: bool,
         versions=Versions(warmstart=__version__, torch=torch.__version__,
                           python=platform.python_version()),
         task=task.type, metric=session.cfg.train.metric, transferability=transfer,
+        augment=augmented,
     )
     if not place.is_main:
         return summary  # the same run, measured here; only the main process writes

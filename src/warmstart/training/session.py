@@ -22,6 +22,7 @@ from torch import nn
 
 from warmstart.config import RunConfig
 from warmstart.data import load_task
+from warmstart.data.augment import Augment, make_augment
 from warmstart.data.base import Examples, TaskData
 from warmstart.data.batches import Batches
 from warmstart.errors import WarmstartError, did_you_mean
@@ -30,6 +31,7 @@ from warmstart.models.base import Adapter
 from warmstart.strategies import STRATEGIES, STRATEGY_DEFAULTS, Plan
 from warmstart.tasks import Task
 from warmstart.training import distributed
+from warmstart.training.cache import head_only
 from warmstart.training.checkpoint import Resume
 from warmstart.training.distill_loss import distill_loss
 from warmstart.training.evaluate import evaluate, predict_logits
@@ -124,6 +126,7 @@ class Session:
         class_weights: the loss weight of each class (`train.class_weights`), or None.
         notes: warnings about the setup to print at start (a max_length cut to the model's
             limit, an input column that names the label).
+        augment: what changes the training batches (`augment.*`), or None.
     """
 
     cfg: RunConfig
@@ -142,6 +145,7 @@ class Session:
     accumulate: int
     class_weights: torch.Tensor | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    augment: Augment | None = None
 
     @property
     def model(self) -> nn.Module:
@@ -255,13 +259,19 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
                                                make_loss(data.task)))
     if chosen.head_lr is not None:
         plan = plan.with_head_scale(chosen.head_lr / lr)
+    augment = make_augment(cfg.augment, adapter, data.task.num_outputs, cfg.train.seed,
+                           backbone_trains=not head_only(adapter, plan))
+    if augment is not None and plan.solver is not None:
+        raise WarmstartError(f"strategy {cfg.strategy.name!r} fits its classifier in closed "
+                             "form on features computed once, so augment.* cannot apply; "
+                             "set augment.recipe=none and leave the other augment keys unset")
     return Session(
         cfg=cfg, place=place, device=device, precision=precision, data=data, adapter=adapter,
         plan=plan, lr=lr, chosen=chosen, loss_fn=loss_fn, train=train,
         val=batches_for(adapter, data.validation, cfg, train=False, place=place),
         test=batches_for(adapter, data.test, cfg, train=False, place=place)
         if len(data.test) else None,
-        accumulate=accumulate, class_weights=weights, notes=notes,
+        accumulate=accumulate, class_weights=weights, notes=notes, augment=augment,
     )
 
 
