@@ -29,8 +29,8 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
+from warmstart.choose import raysweep  # light: the Ray options and map; Ray loads on use
 from warmstart.errors import WarmstartError  # (the package sets HF_HUB_OFFLINE first)
 from warmstart.files import atomic_write_text, check_writable
 
@@ -170,18 +170,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ray_map_of(args: argparse.Namespace) -> Any:
-    """With --ray: a map function running each piece of work as a Ray task; else None."""
-    if args.ray is None:
-        return None
-    from rich.console import Console
-
-    from warmstart.choose.raysweep import RayOptions, ray_map
-
-    return ray_map(RayOptions(args.ray, args.ray_cpus, args.ray_gpus),
-                   Console(stderr=True, quiet=args.quiet))
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -197,7 +185,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = DEMO_OVERRIDES if demo else list(args.overrides)
     strategies = (split_specs(args.strategies) if args.strategies
                   else registered_demo_strategies(Console(stderr=True, quiet=args.quiet)))
-    map_fn = _ray_map_of(args) or serial_map
+    map_fn = raysweep.map_from_args(args) or serial_map
     compare(args.config, overrides, strategies, args.seeds,
             name=args.name or ("demo" if demo else None), overwrite=args.overwrite,
             quiet=args.quiet, map_fn=map_fn)
@@ -207,7 +195,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from warmstart.choose.search import search
 
-    map_fn = _ray_map_of(args)
+    map_fn = raysweep.map_from_args(args)
     search(args.config, list(args.overrides), args.space, args.trials, budget=args.budget,
            sampler=args.sampler, pruner=args.pruner, name=args.name, resume=args.resume,
            quiet=args.quiet, map_fn=map_fn)
@@ -218,7 +206,7 @@ def cmd_auto(args: argparse.Namespace) -> int:
     from warmstart.choose.auto import auto
 
     auto(args.config, list(args.overrides), args.budget, name=args.name, quiet=args.quiet,
-         map_fn=_ray_map_of(args))
+         map_fn=raysweep.map_from_args(args))
     return 0
 
 
@@ -235,17 +223,6 @@ def _add_config_args(p: argparse.ArgumentParser, config_help: str) -> None:
     """`-c FILE` and `key.sub=value` overrides, as every config-taking verb reads them."""
     p.add_argument("-c", "--config", help=config_help)
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
-
-
-def _add_ray_options(p: argparse.ArgumentParser, what: str) -> None:
-    """--ray, --ray-cpus, --ray-gpus: `what` (runs, trials) as parallel Ray tasks."""
-    p.add_argument("--ray", metavar="ADDRESS", help=f"train the {what} in parallel as Ray tasks "
-                   "(pip install 'warmstart[ray]'): local (start Ray here), auto (this "
-                   "machine's cluster) or a cluster address (ray://head:10001)")
-    p.add_argument("--ray-cpus", type=float, default=1.0, help=f"CPUs each of the {what} "
-                   "reserves on Ray (its torch threads; default: 1)")
-    p.add_argument("--ray-gpus", type=float, default=0.0,
-                   help=f"GPUs each of the {what} reserves on Ray (default: 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="redo finished runs too (default: reuse them)")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
-    _add_ray_options(p, "runs")
+    raysweep.add_options(p, "runs")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("search", help="search a space of config keys with optuna; the best "
@@ -331,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the search in that folder (finished trials are kept)")
     p.add_argument("--quiet", action="store_true", help="print only the final table")
-    _add_ray_options(p, "trials")  # the study is shared through its SQLite file
+    raysweep.add_options(p, "trials")  # the study is shared through its SQLite file
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("auto", help="pick the strategy and learning rate for this data within "
@@ -342,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="folder <output.dir>/auto-NAME (default: output.name, else "
                    "<model>-<data>)")
     p.add_argument("--quiet", action="store_true", help="print only the result")
-    _add_ray_options(p, "race's trials")
+    raysweep.add_options(p, "race's trials")
     p.set_defaults(func=cmd_auto)
 
     p = sub.add_parser("export", help="copy a finished run's model to a folder, adapters "

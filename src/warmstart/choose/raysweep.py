@@ -90,3 +90,23 @@ def ray_map(options: RayOptions, console: Console) -> MapFn:
         return [results[i] for i in range(len(items))]
 
     return map_on_ray
+
+
+def add_options(p: Any, what: str) -> None:
+    """--ray, --ray-cpus, --ray-gpus on a command-line parser: `what` (runs, trials) as
+    parallel Ray tasks."""
+    p.add_argument("--ray", metavar="ADDRESS", help=f"train the {what} in parallel as Ray tasks "
+                   "(pip install 'warmstart[ray]'): local (start Ray here), auto (this "
+                   "machine's cluster) or a cluster address (ray://head:10001)")
+    p.add_argument("--ray-cpus", type=float, default=1.0, help=f"CPUs each of the {what} "
+                   "reserves on Ray (its torch threads; default: 1)")
+    p.add_argument("--ray-gpus", type=float, default=0.0,
+                   help=f"GPUs each of the {what} reserves on Ray (default: 0)")
+
+
+def map_from_args(args: Any) -> Any:
+    """With --ray: a map function running each piece of work as a Ray task; else None."""
+    if args.ray is None:
+        return None
+    return ray_map(RayOptions(args.ray, args.ray_cpus, args.ray_gpus),
+                   Console(stderr=True, quiet=args.quiet))
