@@ -50,6 +50,10 @@ PARTS: dict[str, tuple[list[str], list[str]]] = {
     # The bi-encoder (each text pooled alone, the head on their cosine): starts from the
     # frozen model's 0.82 instead of learning the pair's interaction from 5.7k examples.
     "stsb-bi": (files("stsb"), ["full:train.epochs=3:model.pair_encoding=bi"]),
+    # One epoch at 2e-5: a random head weight (the first), then the head starting at the
+    # cosine (the second, run before that start became the default).
+    "stsb-bi-low": (files("stsb"), ["full:train.epochs=1:model.pair_encoding=bi:optim.lr=2e-5"]),
+    "stsb-bi-w1": (files("stsb"), ["full:train.epochs=1:model.pair_encoding=bi:optim.lr=2e-5"]),
     "mrpc-bi": (files("mrpc"), ["full:train.epochs=3:model.pair_encoding=bi"]),
 }
 

@@ -315,6 +315,23 @@ def test_bi_encoder_classifies_pairs_and_runs_partial_uncached(tmp_path, capsys)
     assert "not cached: a bi-encoder runs them once per text of a pair" in said
 
 
+def test_a_bi_encoder_score_starts_as_the_cosine_of_the_two_texts():
+    from warmstart.config import ModelConfig
+    from warmstart.models import build_model
+
+    adapter = build_model(ModelConfig(name="tiny-bert", pair_encoding="bi"), 1, seed=0)
+    model = adapter.module.eval()
+    batch = adapter.collate(adapter.encode([("match goal team", "bread soup"),
+                                            ("coach win", "coach win season")]))
+    with torch.no_grad():
+        scores = model(**batch)[:, 0]
+        first = {k: v for k, v in batch.items() if not k.endswith("_b")}
+        second = {k.removesuffix("_b"): v for k, v in batch.items() if k.endswith("_b")}
+        cosine = torch.nn.functional.cosine_similarity(model.features(**first),
+                                                       model.features(**second))
+    assert scores.tolist() == pytest.approx(cosine.tolist(), abs=1e-6)
+
+
 @pytest.mark.parametrize(("overrides", "match"), [
     ([], "'model.pair_encoding': bi encodes the two texts of a pair apart"),
     (["data.text_pair_column=text_pair", "model.pooling=pooler"], "'model.pooling': pooler"),
