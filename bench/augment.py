@@ -18,12 +18,11 @@ for 6 epochs, a regime where the model can overfit and augmentation has somethin
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from _common import DATA_ROOT, RESULTS
-from quality import append, done_keys, spec_overrides, train_summary
+from quality import done_keys, run_parts, train_summary
 
 RUNS_CSV = RESULTS / "augment-runs.csv"
 FIELDS = ["key", "part", "strategy", "seed", "test_accuracy", "val_accuracy", "augment",
@@ -65,31 +64,9 @@ def table() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", action="append", default=[], choices=sorted(PARTS))
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--table", action="store_true")
-    args = parser.parse_args()
-    if args.list:
-        for part, (_, specs) in PARTS.items():
-            print(f"{part}: {', '.join(specs)}")
-        return 0
-    if args.table:
-        print(table())
-        return 0
-    done = done_keys(RUNS_CSV)
-    for part in args.part or ["cifar10-6ep"]:
-        for spec in PARTS[part][1]:
-            spec_overrides(spec)  # fail early on a malformed spec
-            for seed in range(args.seeds):
-                key = f"{part}|{spec}|{seed}"
-                if key not in done:
-                    row = run_one(part, spec, seed)
-                    append(row, RUNS_CSV, FIELDS)
-                    print(f"{key}: test {row['test_accuracy']} ({row['train_seconds']} s "
-                          f"train, load {row['load_before']})", flush=True)
-    return 0
+    return run_parts(PARTS, RUNS_CSV, FIELDS, run_one, table,
+                     lambda row: f"test {row['test_accuracy']}", __doc__.splitlines()[0],
+                     default=["cifar10-6ep"])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from _common import DATA_ROOT, RESULTS
@@ -150,6 +151,40 @@ def append(row: dict[str, str], path: Path = RUNS_CSV, fields: list[str] = FIELD
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def run_parts(parts: dict[str, tuple[list[str], list[str]]], runs_csv: Path,
+               fields: list[str], run_one: Callable[[str, str, int], dict[str, str]],
+               table: Callable[[], str], shown: Callable[[dict[str, str]], str],
+               description: str, default: Sequence[str] = ()) -> int:
+    """The command line of a parts benchmark (`--part`, `--seeds`, `--list`, `--table`):
+    every (part, spec, seed) not yet in `runs_csv` is run by `run_one` and appended as it
+    ends; `shown(row)` is what its progress line says."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--part", action="append", default=[], choices=sorted(parts))
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args()
+    if args.list:
+        for part, (_, specs) in parts.items():
+            print(f"{part}: {', '.join(specs)}")
+        return 0
+    if args.table:
+        print(table())
+        return 0
+    done = done_keys(runs_csv)
+    for part in args.part or list(default):
+        for spec in parts[part][1]:
+            spec_overrides(spec)  # fail early on a malformed spec
+            for seed in range(args.seeds):
+                key = f"{part}|{spec}|{seed}"
+                if key not in done:
+                    row = run_one(part, spec, seed)
+                    append(row, runs_csv, fields)
+                    print(f"{key}: {shown(row)} ({row['train_seconds']} s train, "
+                          f"load {row['load_before']})", flush=True)
+    return 0
 
 
 def table() -> str:

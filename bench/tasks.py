@@ -12,12 +12,11 @@ finishes; a row already there is reused, not rerun.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from _common import DATA_ROOT, RESULTS
-from quality import append, done_keys, spec_overrides, train_summary
+from quality import done_keys, run_parts, train_summary
 
 RUNS_CSV = RESULTS / "tasks-runs.csv"
 FIELDS = ["key", "part", "strategy", "seed", "task", "metrics", "epochs", "lr", "trainable",
@@ -83,31 +82,8 @@ def table() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", action="append", default=[], choices=sorted(PARTS))
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--table", action="store_true")
-    args = parser.parse_args()
-    if args.list:
-        for part, (_, specs) in PARTS.items():
-            print(f"{part}: {', '.join(specs)}")
-        return 0
-    if args.table:
-        print(table())
-        return 0
-    done = done_keys(RUNS_CSV)
-    for part in args.part:
-        for spec in PARTS[part][1]:
-            spec_overrides(spec)  # fail early on a malformed spec
-            for seed in range(args.seeds):
-                key = f"{part}|{spec}|{seed}"
-                if key not in done:
-                    row = run_one(part, spec, seed)
-                    append(row, RUNS_CSV, FIELDS)
-                    print(f"{key}: {row['metrics']} ({row['train_seconds']} s train, "
-                          f"load {row['load_before']})", flush=True)
-    return 0
+    return run_parts(PARTS, RUNS_CSV, FIELDS, run_one, table, lambda row: row["metrics"],
+                     __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
