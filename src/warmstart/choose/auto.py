@@ -93,6 +93,11 @@ class Probe:
         return self.summary.examples.train / max(len(self.summary.labels), 1)
 
     @property
+    def overhead(self) -> float:
+        """Seconds of a run beyond training: process start, loading, evaluation."""
+        return max(self.summary.wall_seconds - self.summary.train_seconds, 1.0)
+
+    @property
     def forward_seconds_per_epoch(self) -> float:
         """Seconds of one forward pass over the training split (the probe's caching pass)."""
         return max(self.summary.cache_seconds or self.summary.train_seconds, 1e-3)
@@ -148,7 +153,7 @@ def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float,
     a spec without one is estimated from the probe's forward pass times `COST`.
     """
     measured = measured or {}
-    overhead = max(probe.summary.wall_seconds - probe.summary.train_seconds, 1.0)
+    overhead = probe.overhead
     examples = probe.summary.examples.train
     per_epoch = sum(measured[s] * examples if s in measured
                     else COST.get(s.split(":")[0], 3.0) * probe.forward_seconds_per_epoch
@@ -163,8 +168,7 @@ def measure(base: dict[str, Any], specs: list[str], out: Path, deadline: float,
     `MEASURE_BATCHES` batches in its own `warmstart train` (caching included, as a trial
     pays it). Skipped ({}) when the budget left is under `MEASURE_ROOM` times the probe's
     own overhead per candidate; a measurement that fails or runs out of time is left out."""
-    per_run = max(probe.summary.wall_seconds - probe.summary.train_seconds, 1.0)
-    if deadline - time.time() < MEASURE_ROOM * per_run * len(specs):
+    if deadline - time.time() < MEASURE_ROOM * probe.overhead * len(specs):
         return {}
     batch = int(probe.summary.global_batch or 16)
     found = {}
@@ -317,8 +321,7 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
                       "train_examples": probe.summary.examples.train,
                       "classes": len(probe.summary.labels),
                       "logme": probe.summary.transferability.get("logme"),
-                      "overhead": max(probe.summary.wall_seconds - probe.summary.train_seconds,
-                                      1.0)}
+                      "overhead": probe.overhead}
     specs, why = plan(probe)
     space, pairs = pairs_of(specs, probe.kind)
     measured = measure(base, specs, out, deadline, probe)
