@@ -330,6 +330,13 @@ def test_a_bi_encoder_score_starts_as_the_cosine_of_the_two_texts():
         cosine = torch.nn.functional.cosine_similarity(model.features(**first),
                                                        model.features(**second))
     assert scores.tolist() == pytest.approx(cosine.tolist(), abs=1e-6)
+    # Trained on targets from 0 to 5, the head starts at sentence-transformers' reading of
+    # a cosine: 0 is the lowest target, 1 the highest (in the task's standardised units).
+    task = Regression.fitted(["score"], np.array([0.0, 1.0, 4.0, 5.0]))
+    model.start_score(task.cosine_head())
+    with torch.no_grad():
+        predicted = task.values(model(**batch).numpy())
+    assert predicted.tolist() == pytest.approx((5 * cosine).tolist(), abs=1e-5)
 
 
 @pytest.mark.parametrize(("overrides", "match"), [

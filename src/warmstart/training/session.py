@@ -220,7 +220,10 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     adapter = teacher.student(data.task) if teacher is not None else None
     if adapter is not None:
         adapter.seed = cfg.train.seed
-    adapter = adapter or build_model(cfg.model, data.task.num_outputs, seed=cfg.train.seed)
+    if adapter is None:
+        adapter = build_model(cfg.model, data.task.num_outputs, seed=cfg.train.seed)
+        if hasattr(adapter.module, "start_score"):  # a bi-encoder's head reads a cosine
+            adapter.module.start_score(data.task.cosine_head())
     if adapter.kind != data.kind:
         raise WarmstartError(f"model {cfg.model.name!r} reads {adapter.kind} but data "
                              f"{cfg.data.name!r} holds {data.kind}; pick a matching pair")
