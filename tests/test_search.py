@@ -271,7 +271,7 @@ def test_auto_ends_within_its_budget_with_a_usable_winner(tmp_path, capsys):
 
 
 def test_auto_measures_each_candidates_throughput_and_sizes_the_epochs_by_it(tmp_path):
-    from warmstart.choose import auto
+    from warmstart.choose import auto, auto_plan
     from warmstart.config import with_overrides
 
     data = write_csv(tmp_path / "toy.csv", make_rows(40))
@@ -279,17 +279,52 @@ def test_auto_measures_each_candidates_throughput_and_sizes_the_epochs_by_it(tmp
     out = tmp_path / "auto"
     probe = auto._run_probe(base, out, time.time() + 300)
     assert probe is not None and "logme" in probe.summary.transferability
-    measured = auto.measure(base, ["head", "full"], out, time.time() + 3600, probe)
+    runs = auto.measure(base, ["head", "full"], out, time.time() + 3600, probe)
+    measured = auto.seconds_per_example(runs)
     assert set(measured) == {"head", "full"} and all(v > 0 for v in measured.values())
+    # full has no lr of its own: the race varies the model's, which its measure run used.
+    _, rounds = auto_plan.pairs_of(["full"], "text", runs)
+    assert [r[0]["full:optim.lr"] for r in rounds] == pytest.approx(
+        [runs["full"].lr.base * f for f in (1, 3, 1 / 3)])
+    assert auto_plan.pairs_of(["full"], "text")[1] == [[{"strategy.name": "full",
+                                                    "full:optim.lr": None}]]
     for spec in ("head", "full"):  # a few batches, not the data: 4 batches of 8
         assert read_summary(out / f"measure-{spec}").examples.train <= auto.MEASURE_BATCHES * 8
     # The measured cost decides the epochs: slow enough for one epoch, fast enough for three.
-    pairs, seconds = 6, 600.0
-    assert auto.epochs_for(probe, ["full"], pairs, seconds, {"full": 1.0}) == 1
-    assert auto.epochs_for(probe, ["full"], pairs, seconds, {"full": 1e-6}) == 3
+    pairs, n = 6, probe.summary.examples.train
+    seconds = pairs * probe.overhead + 8 * n  # room for 8 epochs of 1 s per example
+    assert auto_plan.epochs_for(probe, ["full"], pairs, seconds, {"full": 2.0}) == 1
+    assert auto_plan.epochs_for(probe, ["full"], pairs, seconds, {"full": 1e-6}) == 3
+    # At 0.75 s per example, two epochs for all six pairs would take 12 * 0.75 = 9 > 8, but
+    # halving prunes after the first: 2 * 2 + 4 * 1.5 = 10 epochs take 7.5; three epochs
+    # (2 * 3 + 4 * 1.75 = 13, 9.75) do not fit.
+    assert [auto_plan.expected_epochs(e) for e in (1, 2, 3)] == [1.0, 1.5, 1.75]
+    assert auto_plan.epochs_for(probe, ["full"], pairs, seconds, {"full": 0.75}) == 2
+    # Where all rounds fit only one epoch, the race drops the last rounds of lr variants.
+    rounds = [[{"strategy.name": "full", "full:optim.lr": lr}] * 2 for lr in (1, 3, 0.3)]
+    seconds = 4 * probe.overhead + 8 * n  # four trials' overhead and 8 epochs of 1 s each
+    kept, epochs = auto_plan.race_plan(probe, ["full"], rounds, seconds, {"full": 1.0})
+    assert (len(kept), epochs) == (4, 2)  # 2 * 2 + 2 * 1.5 = 7 epochs; 3: 9.5, too many
+    assert auto_plan.race_plan(probe, ["full"], rounds, seconds, {"full": 9.0})[0] == rounds[0]
     # No time to measure: nothing is run and the estimate is used.
     assert auto.measure(base, ["full"], tmp_path / "late", time.time() + 1, probe) == {}
     assert not (tmp_path / "late").exists()
+
+
+def test_auto_races_every_candidate_at_its_default_lr_before_any_variant():
+    from warmstart.choose import auto_plan
+    from warmstart.strategies import STRATEGY_DEFAULTS
+
+    space, rounds = auto_plan.pairs_of(["head", "partial:k=2", "lora"], "text")
+    pairs = [pair for round_ in rounds for pair in round_]
+    names = [p["strategy.name"] for p in pairs]
+    assert names == ["head", "partial", "lora"] * 3
+    for pair in pairs[:3]:
+        name = pair["strategy.name"]
+        assert pair[f"{name}:optim.lr"] == STRATEGY_DEFAULTS[name]["text"].lr
+    assert pairs[1]["partial:strategy.k"] == 2
+    assert pairs[3]["head:optim.lr"] == pytest.approx(3 * pairs[0]["head:optim.lr"])
+    assert set(space["strategy.name"]) == {"head", "partial", "lora"}
 
 
 def test_auto_interrupted_keeps_the_best_so_far(tmp_path, capsys):

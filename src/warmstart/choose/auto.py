@@ -11,11 +11,13 @@
    probe's validation score by the rules in `RULES` (also in the README). Each candidate's
    training throughput on this machine is then measured (`measure`: a one-epoch run on a
    few batches, samples/s of its training); the budget left, divided by those, sets the
-   epochs each trial may train. When the budget is too short to spend on measuring, the
-   probe's forward throughput times `COST` estimates them instead, and the report says so.
+   epochs each trial may train, and how many rounds of lr variants the race keeps
+   (`race_plan`). When the budget is too short to spend on measuring, the probe's forward
+   throughput times `COST` estimates them instead, and the report says so.
 3. Race: every (strategy, learning rate) pair is a trial of a `warmstart search` in
-   `<auto>/race`, run in order, pruned by successive halving on the validation metric
-   (the best half survives each of epochs 1, 2, 4, ...), stopped at the budget.
+   `<auto>/race`, every candidate's default lr first, pruned by successive halving on the
+   validation metric (the best half survives each of epochs 1, 2, 4, ...), stopped at the
+   budget.
 4. Finish: if budget remains, a greedy soup of the race's best runs (`warmstart soup`: it
    keeps a run only while the average does not lose on validation; runs that cannot be
    averaged are refused in one line, quoted in the report). The best validation score among
@@ -35,13 +37,13 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
 
+from warmstart.choose.auto_plan import RULES, Probe, pairs_of, plan, race_plan
 from warmstart.choose.auto_report import SOUP_DIR, finish
 from warmstart.choose.search import MapFn, optuna_module, parse_budget, search
 from warmstart.choose.trial import launch, stop
@@ -49,93 +51,12 @@ from warmstart.config import RunConfig, build_config, dump_config, read_tree, wi
 from warmstart.errors import WarmstartError
 from warmstart.files import FolderLock, atomic_write_text
 from warmstart.options import own_options_only
-from warmstart.strategies import STRATEGY_DEFAULTS
 from warmstart.summary import RunSummary, read_summary
 from warmstart.tasks import lower_is_better
 
 # Time kept back from the race for writing the reports, as a share of the budget (at most
 # REPORT_SECONDS): the budget is the whole command's, reports included.
 REPORT_SHARE, REPORT_SECONDS = 0.03, 20.0
-# A training step's cost in forward passes of the whole model: the backward pass costs about
-# two forwards over what trains (full, llrd, lp-ft: everything); lora adds its adapters but
-# needs no weight gradients; partial k=2 backpropagates through the top groups only; head
-# trains on cached features. Estimates to size the epochs, not measurements.
-# Only the fallback when the budget is too short to measure (see `measure`).
-COST = {"head": 0.05, "partial": 1.5, "lora": 2.5, "bitfit": 2.0, "full": 3.0, "llrd": 3.0,
-        "lp-ft": 3.0}
-RULES = (
-    ("few examples per class (< 20) or an excellent probe (>= 0.9): the features already "
-     "separate the classes and there is too little data to move the whole model; head, "
-     "LP-FT and partial k=2 stay close to the pretrained features",
-     ["head", "lp-ft", "partial:k=2"]),
-    ("plenty of data (>= 5000 examples) and a weak probe (< 0.7): the features do not fit the "
-     "task and the data can move the model; full, layer-wise decay and LoRA",
-     ["full", "llrd", "lora"]),
-    ("otherwise: one candidate of each kind, cheapest first", ["head", "partial:k=2", "lora",
-                                                               "full"]),
-)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What the probe measured."""
-
-    run: Path
-    summary: RunSummary
-    kind: str  # text or image
-
-    @property
-    def score(self) -> float:
-        return float(self.summary.validation.get(self.summary.metric, math.nan))
-
-    @property
-    def per_class(self) -> float:
-        return self.summary.examples.train / max(len(self.summary.labels), 1)
-
-    @property
-    def overhead(self) -> float:
-        """Seconds of a run beyond training: process start, loading, evaluation."""
-        return max(self.summary.wall_seconds - self.summary.train_seconds, 1.0)
-
-    @property
-    def forward_seconds_per_epoch(self) -> float:
-        """Seconds of one forward pass over the training split (the probe's caching pass)."""
-        return max(self.summary.cache_seconds or self.summary.train_seconds, 1e-3)
-
-
-def plan(probe: Probe) -> tuple[list[str], str]:
-    """The candidate strategies (compare-style specs) and the rule that chose them."""
-    n, q = probe.summary.examples.train, probe.score
-    higher = not lower_is_better(probe.summary.metric)
-    if probe.per_class < 20 or (higher and q >= 0.9):
-        return RULES[0][1], RULES[0][0]
-    if n >= 5000 and higher and q < 0.7:
-        return RULES[1][1], RULES[1][0]
-    return RULES[2][1], RULES[2][0]
-
-
-def pairs_of(specs: list[str], kind: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The race's space (a choice of strategy, each with its option and learning rates) and
-    its (strategy, lr) pairs as optuna params: each strategy at its default lr for this kind
-    of model and at 3x and 1/3 of it (the model's default lr when the strategy has none)."""
-    space: dict[str, Any] = {}
-    pairs = []
-    for spec in specs:
-        name, _, option = spec.partition(":")
-        default = STRATEGY_DEFAULTS.get(name, {}).get(kind)
-        lrs = ([default.lr, default.lr * 3, default.lr / 3]
-               if default is not None and default.lr is not None else [None])
-        branch: dict[str, Any] = {"optim.lr": {"categorical": lrs}}
-        extra = {}
-        if option:
-            key, _, value = option.partition("=")
-            branch[f"strategy.{key}"] = {"categorical": [int(value)]}
-            extra = {f"{name}:strategy.{key}": int(value)}
-        space[name] = branch
-        pairs += [{"strategy.name": name, **extra, f"{name}:optim.lr": lr} for lr in lrs]
-    return {"strategy.name": space}, pairs
-
-
 # The soup averages at most this many of the race's best runs, when the budget left holds
 # SOUP_ROOM times the probe's overhead (its process start, loading and evaluation).
 SOUP_RUNS, SOUP_ROOM = 3, 4.0
@@ -144,29 +65,11 @@ SOUP_RUNS, SOUP_ROOM = 3, 4.0
 MEASURE_BATCHES, MEASURE_ROOM = 4, 10.0
 
 
-def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float,
-               measured: dict[str, float] | None = None) -> int:
-    """Epochs per trial such that all pairs would fit in `seconds` if none were pruned
-    (pruning frees the time for later trials); 1 to 3.
-
-    `measured` holds each spec's training seconds per example on this machine (`measure`);
-    a spec without one is estimated from the probe's forward pass times `COST`.
-    """
-    measured = measured or {}
-    overhead = probe.overhead
-    examples = probe.summary.examples.train
-    per_epoch = sum(measured[s] * examples if s in measured
-                    else COST.get(s.split(":")[0], 3.0) * probe.forward_seconds_per_epoch
-                    for s in specs) / len(specs)
-    fit = (seconds / max(pairs, 1) - overhead) / max(per_epoch, 1e-3)
-    return int(min(3, max(1, math.floor(fit))))
-
-
 def measure(base: dict[str, Any], specs: list[str], out: Path, deadline: float,
-            probe: Probe) -> dict[str, float]:
-    """Each candidate's training seconds per example on this machine: one epoch of
-    `MEASURE_BATCHES` batches in its own `warmstart train` (caching included, as a trial
-    pays it). Skipped ({}) when the budget left is under `MEASURE_ROOM` times the probe's
+            probe: Probe) -> dict[str, RunSummary]:
+    """Each candidate's run of one epoch of `MEASURE_BATCHES` batches in its own `warmstart
+    train` (caching included, as a trial pays it): its samples/s on this machine and the lr
+    it chose. Skipped ({}) when the budget left is under `MEASURE_ROOM` times the probe's
     own overhead per candidate; a measurement that fails or runs out of time is left out."""
     if deadline - time.time() < MEASURE_ROOM * probe.overhead * len(specs):
         return {}
@@ -180,8 +83,12 @@ def measure(base: dict[str, Any], specs: list[str], out: Path, deadline: float,
             *extra, "train.epochs=1", f"data.limit={MEASURE_BATCHES * batch}",
             "output.save_model=false", "train.early_stopping=null"], out, label, deadline)
         if summary is not None and summary.samples_per_second > 0:
-            found[spec] = 1.0 / summary.samples_per_second
+            found[spec] = summary
     return found
+
+
+def seconds_per_example(measured: dict[str, RunSummary]) -> dict[str, float]:
+    return {spec: 1.0 / summary.samples_per_second for spec, summary in measured.items()}
 
 
 def _run_probe(base: dict[str, Any], out: Path, deadline: float) -> Probe | None:
@@ -323,11 +230,14 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
                       "logme": probe.summary.transferability.get("logme"),
                       "overhead": probe.overhead}
     specs, why = plan(probe)
-    space, pairs = pairs_of(specs, probe.kind)
-    measured = measure(base, specs, out, deadline, probe)
+    runs = measure(base, specs, out, deadline, probe)
+    measured = seconds_per_example(runs)
+    space, rounds = pairs_of(specs, probe.kind, runs)
     left = deadline - time.time()
-    epochs = epochs_for(probe, specs, len(pairs), left, measured)
+    pairs, epochs = race_plan(probe, specs, rounds, left, measured)
     facts["plan"] = {"candidates": specs, "why": why, "pairs": len(pairs), "epochs": epochs,
+                     "lr_rounds": f"{sum(1 for r in rounds if r[0] in pairs)} of {len(rounds)}"
+                                  " (default, 3x, 1/3)",
                      "seconds_left": round(left, 1),
                      "samples_per_second": {s: round(1 / v, 1) for s, v in measured.items()},
                      "throughput": "measured" if measured else
