@@ -13,10 +13,11 @@ from conftest import WORDS
 from warmstart.cli import main
 from warmstart.config import DataConfig, TaskConfig, load_config
 from warmstart.data import load_task
+from warmstart.data.labels import infer_type
 from warmstart.errors import WarmstartError
 from warmstart.ship.predict import evaluate_file, predict
 from warmstart.summary import read_summary
-from warmstart.tasks import Classification, Multilabel, Regression, infer_type
+from warmstart.tasks import Classification, Multilabel, Regression
 
 CLASSES = list(WORDS)
 
@@ -185,6 +186,44 @@ def test_multilabel_loss_is_bce_and_balanced_weights_are_negatives_over_positive
     assert w.tolist() == pytest.approx([1 / 3, 3.0])
     logits = torch.zeros(4, 2)
     assert task.loss(logits, torch.from_numpy(y)).item() == pytest.approx(np.log(2), rel=1e-5)
+
+
+def test_a_new_head_starts_at_the_training_labels_rates():
+    from warmstart.config import ModelConfig
+    from warmstart.models import build_model
+    from warmstart.models.base import start_head_bias
+
+    # Multilabel: each label's sigmoid is its (Laplace-smoothed) rate; rare labels start low.
+    y = np.zeros((98, 3), dtype=np.float32)
+    y[:49, 0], y[:1, 1] = 1, 1
+    rates = 1 / (1 + np.exp(-Multilabel(["a", "b", "c"]).head_bias(y)))
+    assert rates.tolist() == pytest.approx([0.5, 0.02, 0.01])
+    # Classification and regression (its targets standardised) keep a zero bias.
+    assert Classification(["x", "y"]).head_bias(np.array([0, 0, 1])) is None
+    assert Regression(["s"]).head_bias(np.array([1.0, 2.0])) is None
+    # The head's output layer takes it; nothing else moves.
+    bias = np.log([0.7, 0.2, 0.1])
+    adapter = build_model(ModelConfig(name="tiny-bert"), 3, seed=0)
+    before = {k: v.clone() for k, v in adapter.module.state_dict().items()}
+    start_head_bias(adapter, bias)
+    changed = [k for k, v in adapter.module.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == ["classifier.bias"]
+    assert adapter.module.classifier.bias.tolist() == pytest.approx(bias.tolist())
+
+
+def test_a_head_on_a_normalised_vector_starts_as_large_as_a_transformers_head():
+    from transformers import BertConfig, BertModel
+
+    from warmstart.models.pooling import Pooling, PooledClassifier
+
+    config = BertConfig(hidden_size=256, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, vocab_size=100)
+    torch.manual_seed(0)
+    plain = PooledClassifier(BertModel(config), Pooling("mean", False), 50, 0.1)
+    unit = PooledClassifier(BertModel(config), Pooling("mean", True), 50, 0.1)
+    # The logits' spread on a unit vector is what transformers' 0.02 gives on unit components.
+    assert plain.classifier.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert unit.classifier.weight.std().item() == pytest.approx(0.02 * 16, rel=0.05)
 
 
 # ------------------------------------------------------------------ end to end

@@ -16,7 +16,6 @@ thresholds are tuned on the validation split (one global value or one per label,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -77,6 +76,16 @@ class Task:
         """Fold output transforms into the trained `head` before saving (changes it in
         place) and return the task the saved model then has."""
         return self
+
+    def head_bias(self, labels: np.ndarray) -> np.ndarray | None:
+        """The bias a new head starts with so that its first predictions are the training
+        `labels`' rates (Laplace-smoothed), or None: leave it at 0.
+
+        Only multilabel heads start so (see `Multilabel.head_bias`). A classifier's head
+        started at the class shares sat at the majority class on a toy pair task with a
+        third positive (validation accuracy 0.667, against > 0.8 from a zero bias).
+        """
+        return None
 
     def cosine_head(self) -> tuple[float, float] | None:
         """The weight and bias that make a head reading a cosine (a bi-encoder's) output
@@ -196,6 +205,14 @@ class Multilabel(Task):
         # Smoothing pulls each 0/1 target toward 1/2; `weight` is BCE's pos_weight.
         target = labels * (1 - label_smoothing) + label_smoothing / 2
         return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+
+    def head_bias(self, labels):
+        # Each label's log-odds. From a zero bias every label starts at probability 1/2, and
+        # at a fine-tuning lr the bias cannot reach a rare label's (GoEmotions: -3 to -6) in
+        # an epoch: full fine-tuning on 8,000 GoEmotions examples scored macro-F1 0.09 from
+        # 0 and 0.32 from these.
+        rate = (labels.sum(axis=0) + 1) / (len(labels) + 2)
+        return np.log(rate / (1 - rate))
 
     def metrics(self, logits, labels, *, full=False):
         from sklearn.metrics import (
@@ -366,49 +383,6 @@ def task_from_dict(meta: dict[str, Any] | None, label_names: list[str]) -> Task:
                           scale=float(meta.get("scale", 1.0)), low=float(meta.get("low", 0.0)),
                           high=float(meta.get("high", 1.0)))
     return TASKS[meta["type"]](label_names)
-
-
-def infer_type(labels: list[str], separator: str) -> tuple[str, str]:
-    """The task type the label cells suggest, and why (printed at start).
-
-    Cells holding `separator` mean several labels: multilabel. Numbers written with a
-    decimal point or exponent mean a score: regression. Anything else, including integer
-    labels such as 0/1 or star ratings, is classification (set `task.type=regression` to
-    treat integers as scores).
-    """
-    cells = [c for c in labels if c]
-    several = sum(separator in c for c in cells)
-    if separator and several:
-        return "multilabel", (f"{several} label cells hold several labels joined by "
-                              f"{separator!r} (data.label_separator)")
-    numbers = [_number(c) for c in cells]
-    if cells and all(v is not None for v in numbers) and any(
-            not c.strip().lstrip("+-").isdigit() for c in cells):
-        return "regression", "every label is a number and some are not integers"
-    return "classification", "labels are names or integers (one per example)"
-
-
-def _number(cell: str) -> float | None:
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def parse_number(cell: str, where: str) -> float:
-    """A regression label as a float, or a one-line error naming where it is."""
-    value = _number(cell)
-    if value is None:
-        raise WarmstartError(f"regression label {cell!r} in {where} is not a number; fix the "
-                             "cell, or set task.type=classification if the labels are names")
-    return value
-
-
-def split_cell(cell: str, separator: str) -> list[str]:
-    """The label names in one multilabel cell (blank: no label), stripped, each once."""
-    names = [n.strip() for n in cell.split(separator)] if separator else [cell.strip()]
-    return list(dict.fromkeys(n for n in names if n))
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:

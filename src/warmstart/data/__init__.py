@@ -7,7 +7,7 @@
 2. reads `data.validation` / `data.test` where given, and splits whatever is not given off the
    main set, stratified and seeded (`split.py`): test first, then validation, each a fraction
    of the *whole* main set;
-3. decides the task (`task.type`, else inferred from the label cells: `tasks.infer_type`);
+3. decides the task (`task.type`, else inferred from the label cells: `labels.infer_type`);
 4. orders the label names of the training split (numerically when every label is an integer)
    and encodes the labels for the task (class indices, 0/1 rows, or numbers);
 5. keeps at most `data.limit` training examples, stratified for classification.
@@ -26,10 +26,11 @@ import numpy as np
 from warmstart.config import DataConfig, TaskConfig
 from warmstart.data import builtin  # noqa: F401  (importing it fills DATASETS)
 from warmstart.data.base import DATASETS, Examples, RawSet, TaskData, split_ids
+from warmstart.data.labels import infer_type, parse_number, split_cell
 from warmstart.data.readers import TABLE_FORMATS, read_image_folder, read_path, read_table
 from warmstart.data.split import held_out_size, split_off, stratified_subset
 from warmstart.errors import WarmstartError, did_you_mean
-from warmstart.tasks import Regression, infer_type, make_task, parse_number, split_cell
+from warmstart.tasks import Regression, make_task
 
 __all__ = [
     "DATASETS",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -159,3 +160,16 @@ def read_model_file(directory: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise WarmstartError(f"{str(path)!r} is not valid JSON; save the model again") from None
+
+
+def start_head_bias(adapter: Adapter, bias: np.ndarray | None) -> None:
+    """Set the bias of the new head's output layer (the last linear layer of `adapter.head`
+    with one output per entry of `bias`); nothing when None or no such layer."""
+    if bias is None:
+        return
+    outputs = [m for m in adapter.head.modules()
+               if isinstance(m, nn.Linear) and m.bias is not None and m.out_features == len(bias)]
+    if outputs:
+        with torch.no_grad():
+            outputs[-1].bias.copy_(torch.as_tensor(bias, dtype=outputs[-1].bias.dtype))
+

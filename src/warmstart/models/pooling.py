@@ -126,8 +126,15 @@ class PooledClassifier(nn.Module):
         self.pair = pair
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(1 if pair == "bi" else base.config.hidden_size, num_labels)
-        # transformers' initialisation of a new classifier, as *ForSequenceClassification does
+        # transformers' initialisation of a new classifier, as *ForSequenceClassification does,
+        # for inputs whose components are about 1 (LayerNorm outputs, a tanh pooler). An
+        # L2-normalised vector's are 1/sqrt(dims) of that: the head starts sqrt(dims) times
+        # larger, so its first logits spread as a transformers head's do. Full fine-tuning of
+        # minilm-l6 on banking77-2k (3 epochs): test accuracy 0.680 / 0.710 (seeds 0, 1) from
+        # the plain initialisation, 0.771 from this one.
         std = getattr(base.config, "initializer_range", 0.02)
+        if pooling.normalize and pair != "bi":
+            std *= base.config.hidden_size ** 0.5
         nn.init.normal_(self.classifier.weight, std=std)
         nn.init.zeros_(self.classifier.bias)
         if pair == "bi" and num_labels == 1:

@@ -27,7 +27,7 @@ from warmstart.data.base import Examples, TaskData
 from warmstart.data.batches import Batches
 from warmstart.errors import WarmstartError, did_you_mean
 from warmstart.models import build_model
-from warmstart.models.base import Adapter
+from warmstart.models.base import Adapter, start_head_bias
 from warmstart.strategies import STRATEGIES, STRATEGY_DEFAULTS, Plan
 from warmstart.tasks import Task
 from warmstart.training import distributed
@@ -220,8 +220,9 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     adapter = teacher.student(data.task) if teacher is not None else None
     if adapter is not None:
         adapter.seed = cfg.train.seed
-    if adapter is None:
+    if adapter is None:  # a new head starts at the training labels' rates
         adapter = build_model(cfg.model, data.task.num_outputs, seed=cfg.train.seed)
+        start_head_bias(adapter, data.task.head_bias(data.train.labels))
         if hasattr(adapter.module, "start_score"):  # a bi-encoder's head reads a cosine
             adapter.module.start_score(data.task.cosine_head())
     if adapter.kind != data.kind:
