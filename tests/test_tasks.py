@@ -214,7 +214,7 @@ def test_a_new_head_starts_at_the_training_labels_rates():
 def test_a_head_on_a_normalised_vector_starts_as_large_as_a_transformers_head():
     from transformers import BertConfig, BertModel
 
-    from warmstart.models.pooling import Pooling, PooledClassifier
+    from warmstart.models.pooling import PooledClassifier, Pooling
 
     config = BertConfig(hidden_size=256, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, vocab_size=100)
