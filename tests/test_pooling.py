@@ -112,3 +112,19 @@ def test_a_pooled_run_reloads_with_its_pooling(tmp_path, strategy):
         exec(usage(reloaded.module.pooling, 12), scope)  # the code the card shows
         assert usage(reloaded.module.pooling, 12) in card
         torch.testing.assert_close(scope["logits"].detach(), before, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("strategy", "scale"), [("full", 32 ** 0.5), ("head", 1.0)])
+def test_a_head_on_a_normalised_vector_starts_larger_unless_it_trains_alone(
+        tmp_path, strategy, scale):
+    from warmstart.config import load_config
+    from warmstart.training.session import setup
+
+    directory = _st_checkpoint(tmp_path, normalize=True)
+    data = write_csv(tmp_path / "toy.csv", make_rows(40))
+    session = setup(load_config(None, [f"model.name={directory}", f"data.name={data}",
+                                       f"strategy.name={strategy}"]))
+    head = session.adapter.module.classifier
+    # transformers' 0.02 times sqrt(dims) when the backbone trains with it; a probe (the head
+    # alone, on fixed features) starts at 0.02, as a linear model should.
+    assert head.weight.std().item() == pytest.approx(0.02 * scale, rel=0.3)

@@ -87,6 +87,11 @@ class Plan:
         groups = [ParamGroup(g.name, g.params, s) for g, s in zip(self.groups, scales)]
         return dataclasses.replace(self, groups=groups)
 
+    def trains_only(self, module: nn.Module) -> bool:
+        """Whether every parameter the plan may train belongs to `module` (e.g. the head)."""
+        inside = {id(p) for p in module.parameters()}
+        return all(id(p) in inside for g in self.groups for p in g.params)
+
     def with_head_scale(self, scale: float) -> Plan:
         """The same plan with the `head` group at lr scale `scale` (its own learning rate)."""
         return self.with_scales([scale if g.name == "head" else g.lr_scale

@@ -233,6 +233,9 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     if used is not None and used != cfg.model.max_length:  # the value used is the one recorded
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, max_length=used))
     plan = STRATEGIES.get(cfg.strategy.name)(adapter, cfg.strategy.options)
+    if teacher is None and plan.trains_only(adapter.head) and hasattr(adapter.module,
+                                                                       "plain_start"):
+        adapter.module.plain_start()  # a probe: see PooledClassifier.plain_start
     adapter = plan.adapter or adapter
     adapter.module.to(device)
     chosen = choose(cfg, adapter.kind, adapter.default_lr, adapter.extra.get("head_lr"))
