@@ -202,7 +202,10 @@ def test_any_csv_of_text_reads_or_fails_in_one_line(tmp_path, rows, sep, quote):
     except WarmstartError as e:
         assert "\n" not in str(e)
         return
-    assert len(texts) == len(labels) <= len(rows)
+    # Unquoted, a cell holding a line break is two rows of the file (hypothesis found
+    # [("0", "0\n0,0")]): only the file's lines bound the rows then.
+    bound = len(rows) if quote else len(path.read_text(encoding="utf-8").splitlines()) - 1
+    assert len(texts) == len(labels) <= bound
 
 
 yaml_values = st.recursive(
