@@ -17,7 +17,8 @@
 3. Race: every (strategy, learning rate) pair is a trial of a `warmstart search` in
    `<auto>/race`, every candidate's default lr first, pruned by successive halving on the
    validation metric (the best half survives each of epochs 1, 2, 4, ...), stopped at the
-   budget.
+   budget. Rounds the plan dropped race afterwards, in the same study, if the time left
+   holds a pair's expected cost (pruning often leaves time over).
 4. Finish: if budget remains, a greedy soup of the race's best runs (`warmstart soup`: it
    keeps a run only while the average does not lose on validation; runs that cannot be
    averaged are refused in one line, quoted in the report). The best validation score among
@@ -43,7 +44,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from warmstart.choose.auto_plan import RULES, Probe, pairs_of, plan, race_plan
+from warmstart.choose.auto_plan import RULES, Probe, pair_seconds, pairs_of, plan, race_plan
 from warmstart.choose.auto_report import SOUP_DIR, finish
 from warmstart.choose.search import MapFn, optuna_module, parse_budget, search
 from warmstart.choose.trial import launch, stop
@@ -253,15 +254,36 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
     atomic_write_text(space_file, yaml.safe_dump(space, sort_keys=False))
     race = out / "race"
     facts["race"] = str(race)
-    search(None, [*_as_overrides(base), f"train.epochs={epochs}"], str(space_file), len(pairs),
-           budget=f"{left:.1f}s", sampler="random", pruner="halving", quiet=console.quiet,
-           out=race, enqueue=pairs, map_fn=map_fn)
-    outcomes = [t["outcome"] for t in
+
+    def run_race(seconds: float, first: list[dict[str, Any]], more: list[dict[str, Any]]
+                 ) -> list[str]:
+        search(None, [*_as_overrides(base), f"train.epochs={epochs}"], str(space_file),
+               len(pairs) + len(more), budget=f"{seconds:.1f}s", sampler="random",
+               pruner="halving", quiet=console.quiet, out=race, enqueue=first, more=more,
+               resume=bool(more), map_fn=map_fn)
+        return [t["outcome"] for t in
                 json.loads((race / "search.json").read_text(encoding="utf-8"))["trials"]]
+
+    outcomes = run_race(left, pairs, [])
     if "budget" in outcomes or len(outcomes) < len(pairs):
         facts["stopped"] = (f"the budget ran out after {outcomes.count('complete')} complete "
                             f"and {outcomes.count('pruned')} pruned of {len(pairs)} pairs")
         return
+    # The plan dropped rounds of lr variants that were not sure to fit; pruning often ends
+    # trials early, so the time left may hold some. They race in the same study (the pruner
+    # measures them against the first rounds), in round order, while a pair's expected cost
+    # still fits beside the soup's room.
+    dropped = [pair for round_ in rounds for pair in round_ if pair not in pairs]
+    room = deadline - time.time() - SOUP_ROOM * probe.overhead
+    cost = pair_seconds(probe, specs, epochs, measured)
+    if dropped:
+        facts["plan"]["later_rounds"] = {"pairs": len(dropped), "seconds_left": round(room, 1),
+                                         "seconds_per_pair": round(cost, 1)}
+    if dropped and room >= cost:
+        console.print(f"race: {room:.0f}s left for the {len(dropped)} pairs the plan dropped "
+                      f"(about {cost:.0f}s each)", highlight=False)
+        later = run_race(room, [], dropped)[len(pairs):]
+        facts["plan"]["later_rounds"]["outcomes"] = {o: later.count(o) for o in set(later)}
     _soup(out, deadline, facts, console)
 
 

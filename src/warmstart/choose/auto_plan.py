@@ -118,6 +118,23 @@ def expected_epochs(epochs: int) -> float:
 UNPRUNED = 2
 
 
+def epoch_seconds(probe: Probe, specs: list[str], measured: dict[str, float] | None) -> float:
+    """Seconds of one training epoch, on average over the candidates: measured seconds per
+    example (`measure`) times the examples, else the probe's forward pass times `COST`."""
+    measured = measured or {}
+    examples = probe.summary.examples.train
+    return sum(measured[s] * examples if s in measured
+               else COST.get(s.split(":")[0], 3.0) * probe.forward_seconds_per_epoch
+               for s in specs) / len(specs)
+
+
+def pair_seconds(probe: Probe, specs: list[str], epochs: int,
+                 measured: dict[str, float] | None) -> float:
+    """What one more (strategy, lr) pair costs a race that has already set its bar: its
+    process's overhead and the epochs halving lets it train on average."""
+    return probe.overhead + expected_epochs(epochs) * epoch_seconds(probe, specs, measured)
+
+
 def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float,
                measured: dict[str, float] | None = None) -> int:
     """The most epochs per trial (1 to 3) such that all pairs fit in `seconds` when the race
@@ -128,11 +145,7 @@ def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float,
     `measured` holds each spec's training seconds per example on this machine (`measure`);
     a spec without one is estimated from the probe's forward pass times `COST`.
     """
-    measured = measured or {}
-    examples = probe.summary.examples.train
-    per_epoch = sum(measured[s] * examples if s in measured
-                    else COST.get(s.split(":")[0], 3.0) * probe.forward_seconds_per_epoch
-                    for s in specs) / len(specs)
+    per_epoch = epoch_seconds(probe, specs, measured)
     first = min(pairs, UNPRUNED)
 
     def cost(epochs: int) -> float:

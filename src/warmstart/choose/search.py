@@ -121,7 +121,8 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
            budget: str | None = None, sampler: str = "tpe", pruner: str = "median",
            name: str | None = None, resume: bool = False, quiet: bool = False,
            map_fn: MapFn | None = None, out: Path | None = None,
-           enqueue: Sequence[dict[str, Any]] = ()) -> Path:
+           enqueue: Sequence[dict[str, Any]] = (), more: Sequence[dict[str, Any]] = ()
+           ) -> Path:
     """Run (or continue) a search and write its reports; returns the search folder.
 
     Args:
@@ -139,6 +140,9 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
             `raysweep.ray_map(...)` to run them in parallel (each loads the shared study).
         out: the search folder, instead of `<output.dir>/search-<name>` (`warmstart auto`).
         enqueue: optuna params of trials to run first, in order, when the study is new.
+        more: optuna params of trials added to the study now, new or resumed, and run first
+            (`warmstart auto`'s later lr rounds, raced in the same study so that the pruner
+            compares them with the first rounds); count them in `trials`.
     """
     console = Console(stderr=True, quiet=quiet)
     optuna = optuna_module()
@@ -174,6 +178,8 @@ def search(config: str | None, overrides: list[str], space_file: str, trials: in
         if not study.trials:
             for params in enqueue:
                 study.enqueue_trial(params)
+        for params in more:
+            study.enqueue_trial(params)
         again = _requeue_interrupted(study, optuna)
         done_before = counted(study)
         wanted = (trials - done_before) if trials is not None else 10**9
