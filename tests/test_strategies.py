@@ -180,8 +180,8 @@ ALL_CNN = {"stem", "block1", "block2", "head"}
 @pytest.mark.parametrize(("strategy", "options", "expected"), [
     ("gradual", {}, [{"head"}, {"block2", "head"}, {"block1", "block2", "head"}, ALL_CNN,
                      ALL_CNN]),
-    ("lp-ft", {"probe_epochs": 2}, [{"head"}, {"head"}] + [ALL_CNN] * 3),
-    ("lp-ft", {"probe_epochs": 0}, [ALL_CNN] * 2),
+    ("lp-ft", {"probe": "epochs", "probe_epochs": 2}, [{"head"}, {"head"}] + [ALL_CNN] * 3),
+    ("lp-ft", {"probe": "epochs", "probe_epochs": 0}, [ALL_CNN] * 2),
 ])
 def test_staged_strategies_follow_the_epoch(strategy, options, expected):
     adapter, plan = _plan("tiny-cnn", name=strategy, **options)
@@ -193,16 +193,17 @@ def test_staged_strategies_follow_the_epoch(strategy, options, expected):
         assert _trainable_groups(adapter) == groups, epoch
 
 
-@pytest.mark.parametrize("strategy", ["gradual", "lp-ft"])
-def test_staged_state_depends_only_on_the_epoch(strategy):
-    in_order, plan = _plan("tiny-cnn", name=strategy)
+@pytest.mark.parametrize(("strategy", "options"), [("gradual", {}),
+                                                    ("lp-ft", {"probe": "epochs"})])
+def test_staged_state_depends_only_on_the_epoch(strategy, options):
+    in_order, plan = _plan("tiny-cnn", name=strategy, **options)
     for epoch in range(4):
         plan.on_epoch_start(epoch)
-    resumed, fresh = _plan("tiny-cnn", name=strategy)
+    resumed, fresh = _plan("tiny-cnn", name=strategy, **options)
     fresh.on_epoch_start(3)  # a run resumed at epoch 3
     assert _trainable_names(resumed) == _trainable_names(in_order)
     plan.on_epoch_start(1)  # and going back gives epoch 1's state, not "one more group"
-    again, other = _plan("tiny-cnn", name=strategy)
+    again, other = _plan("tiny-cnn", name=strategy, **options)
     other.on_epoch_start(1)
     assert _trainable_names(in_order) == _trainable_names(again)
 

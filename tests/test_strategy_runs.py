@@ -146,3 +146,47 @@ def test_features_runs_the_backbone_once_per_example(tmp_path, data, rows, monke
     if classifier == "sklearn":  # the fit separates the 28 training rows: most rows right
         hits = sum(o["label"] == y for o, (_, y) in zip(out, rows))
         assert hits >= 28, hits
+
+
+def _probed_and_fresh(tmp_path, data, *extra):
+    """Sessions of lp-ft (its head probed in `setup`) and of full (the same seed: the same new
+    head, untouched), with the frozen model's head inputs of the training split."""
+    from warmstart.strategies.lpft import head_inputs
+    from warmstart.training.session import setup
+
+    def session(name):
+        return setup(load_config(None, [*TINY, f"data.name={data}", f"strategy.name={name}",
+                                        f"output.dir={tmp_path}", *extra]))
+
+    probed, fresh = session("lp-ft"), session("full")
+    x, y = head_inputs(probed.adapter.module, probed.adapter.head, probed.train,
+                       probed.device)
+    assert x is not None and len(x) == len(y) == probed.train.num_examples
+    return probed, fresh, x, y
+
+
+def test_lpft_fits_the_head_on_frozen_features_before_fine_tuning(tmp_path, data):
+    """The default probe (strategy.probe=fit) is a logistic regression fitted before the
+    first step: on the frozen features it fits the training labels far better than the new
+    head it replaced, and the run says so."""
+    probed, fresh, x, y = _probed_and_fresh(tmp_path, data)
+    with torch.no_grad():
+        fitted = float((probed.adapter.head(x).argmax(1) == y).float().mean())
+        new = float((fresh.adapter.head(x).argmax(1) == y).float().mean())
+    assert fitted >= 0.9 and fitted > new + 0.3, (fitted, new)
+    assert any(note.startswith("lp-ft probe: ") for note in probed.notes), probed.notes
+
+
+def test_lpft_fits_a_multilabel_head_by_its_loss(tmp_path):
+    from test_tasks import write_multilabel
+
+    from warmstart.training.loss import make_loss
+
+    data = write_multilabel(tmp_path / "m.csv")
+    probed, fresh, x, y = _probed_and_fresh(tmp_path, data, "data.label_column=labels")
+    loss = make_loss(probed.data.task)
+    with torch.no_grad():
+        after = float(loss(probed.adapter.head(x), {"labels": y}))
+        before = float(loss(fresh.adapter.head(x), {"labels": y}))
+    assert after < 0.8 * before, (after, before)
+    assert any("L-BFGS" in note for note in probed.notes), probed.notes

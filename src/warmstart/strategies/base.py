@@ -49,6 +49,8 @@ class SolveData:
 
 # A closed-form fit of the head; returns one line for the log saying what it chose.
 Solver = Callable[[SolveData], str]
+# (model, training batches, validation batches, device, the task's plain loss) -> a note
+Prefit = Callable[[nn.Module, Batches, Batches, torch.device, LossFn], str]
 
 
 @dataclass
@@ -73,6 +75,9 @@ class Plan:
             fixed and computed once).
         adapter: the adapter the plan trains when the strategy transformed the model (LoRA
             wraps it with peft); None: the adapter it was given.
+        prefit: optional fit of part of the model run once before training (not on resume:
+            the checkpoint holds what it fitted), e.g. LP-FT's probe fitting the head on the
+            frozen features; it returns a line for the log.
     """
 
     groups: list[ParamGroup]
@@ -81,6 +86,7 @@ class Plan:
     calibrate: Calibrate | None = None
     solver: Solver | None = None
     adapter: Adapter | None = None
+    prefit: Prefit | None = None
 
     def with_scales(self, scales: list[float]) -> Plan:
         """The same plan with new lr scales, one per group (from `calibrate`)."""

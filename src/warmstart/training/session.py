@@ -260,10 +260,12 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     accumulate = accumulation_for(cfg, place, resume)
     train = batches_for(adapter, examples, cfg, train=True, place=place, accumulate=accumulate,
                         targets=targets)
-    if plan.calibrate is not None and resume is None:
-        # Measured with the task's plain loss: how much the new task asks of each group.
-        plan = plan.with_scales(plan.calibrate(adapter.module, train, device,
-                                               make_loss(data.task)))
+    val = batches_for(adapter, data.validation, cfg, train=False, place=place)
+    plain = make_loss(data.task)  # no penalty, no teacher: what a strategy measures with
+    if plan.prefit is not None and resume is None:  # the checkpoint holds what it fitted
+        notes.append(plan.prefit(adapter.module, train, val, device, plain))
+    if plan.calibrate is not None and resume is None:  # how much the task asks of each group
+        plan = plan.with_scales(plan.calibrate(adapter.module, train, device, plain))
     if chosen.head_lr is not None:
         plan = plan.with_head_scale(chosen.head_lr / lr)
     augment = make_augment(cfg.augment, adapter, data.task.num_outputs, cfg.train.seed,
@@ -275,7 +277,7 @@ def setup(cfg: RunConfig, *, place: distributed.Dist | None = None,
     return Session(
         cfg=cfg, place=place, device=device, precision=precision, data=data, adapter=adapter,
         plan=plan, lr=lr, chosen=chosen, loss_fn=loss_fn, train=train,
-        val=batches_for(adapter, data.validation, cfg, train=False, place=place),
+        val=val,
         test=batches_for(adapter, data.test, cfg, train=False, place=place)
         if len(data.test) else None,
         accumulate=accumulate, class_weights=weights, notes=notes, augment=augment,
