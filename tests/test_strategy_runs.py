@@ -66,8 +66,8 @@ def test_every_strategy_runs_and_reports_what_trains(tmp_path, data, built, stra
     boundary, where staged strategies change what trains.
 
     `run.py` counts right after the strategy returns its plan, so for staged strategies
-    (gradual, lp-ft) the summary reports the state of epoch 0 (head only), and more trains
-    later. The state at the end of the run is checked on the model the run trained: it must
+    (gradual; lp-ft with strategy.probe=epochs) the summary reports the state of epoch 0 (head
+    only), and more trains later. The state at the end of the run is checked on the model the run trained: it must
     be what `on_epoch_start(EPOCHS - 1)` gives on a fresh copy, since the hook depends on the
     epoch alone.
     """

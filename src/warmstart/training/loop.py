@@ -307,7 +307,8 @@ def _sharded(model: nn.Module, plan: Plan, train_cfg: TrainConfig, place: distri
         return model, plan.groups
     if plan.on_epoch_start is not None:
         raise WarmstartError("train.parallel=fsdp cannot run a strategy that changes what "
-                             "trains mid-run (gradual, lp-ft); use train.parallel=ddp")
+                             "trains mid-run (gradual; lp-ft with strategy.probe=epochs); use "
+                             "train.parallel=ddp")
     if not place.active:
         return model, plan.groups
     return distributed.shard(model, plan.groups)
