@@ -164,3 +164,32 @@ def test_auto_races_the_rounds_its_plan_dropped_when_time_is_left(tmp_path, monk
     default = lrs[0]
     assert lrs == pytest.approx([default, 3 * default, default / 3])
     assert "stopped" not in facts
+
+
+def test_auto_picks_the_soup_when_it_ties_the_best_run(tmp_path, monkeypatch):
+    """Greedy souping starts from the best race run, so a soup never scores below it on
+    validation; on a tie the soup (several runs averaged) wins, below it the run does."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from warmstart.choose import auto_report
+
+    out = tmp_path / "auto-t"
+    (out / "race").mkdir(parents=True)
+    run = str(out / "race" / "trial-0000")
+    (out / "race" / "search.json").write_text(json.dumps({"trials": [
+        {"outcome": "complete", "score": 0.9, "run": run, "value:strategy.name": "full"}]}))
+    monkeypatch.setattr(auto_report, "read_summary",
+                        lambda path: SimpleNamespace(headline=0.5, test={"accuracy": 0.5}))
+
+    def winner(soup_score):
+        facts = {"budget_seconds": 60.0, "seconds": 50.0, "rules": ["a rule"],
+                 "probe": {"run": str(tmp_path / "probe"), "score": 0.8, "metric": "accuracy",
+                           "seconds": 5.0, "logme": None},
+                 "soup": {"outcome": "made", "runs": [run, run], "score": soup_score}}
+        auto_report.finish(out, facts, Console(quiet=True))
+        return facts["best"]
+
+    assert winner(0.9) == str(out / auto_report.SOUP_DIR)
+    assert winner(0.89) == run

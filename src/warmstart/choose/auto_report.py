@@ -41,7 +41,11 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
     metric = facts.get("probe", {}).get("metric", "accuracy")
     sign = -1 if lower_is_better(metric) else 1
     scored = [c for c in candidates if isinstance(c[1], float) and math.isfinite(c[1])]
-    best = max(scored, key=lambda c: sign * c[1]) if scored else None
+    # The soup wins a tie: greedy souping starts from the best race run and keeps a run only
+    # if validation does not drop, so a tie means the others joined at no cost on validation,
+    # and an average of several runs is the more robust model (Wortsman et al. 2022).
+    soup_dir = str(out / SOUP_DIR)
+    best = max(scored, key=lambda c: (sign * c[1], c[2] == soup_dir)) if scored else None
     facts["best"] = best[2] if best else None
     facts["winner"] = ({"what": best[0], "score": best[1], "why": f"the best validation "
                         f"{metric} of {len(scored)} finished candidate(s)"} if best else None)
