@@ -2,6 +2,7 @@
 
     python bench/distill.py                      # trec and banking77, 2,000 examples each
     python bench/distill.py --data trec --keep 0,2,4
+    python bench/distill.py --data trec --student-epochs 6   # the student trains longer
 
 Per data set: the teacher is minilm-l6 fine-tuned with `full` (3 epochs, defaults
 otherwise); the student is a copy of it keeping 3 of its 6 blocks (`--student keep:1,3,5`:
@@ -36,7 +37,7 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run(data: str, keep: str, out: Path) -> dict:
+def run(data: str, keep: str, out: Path, student_epochs: int = EPOCHS) -> dict:
     """Teacher (reused if finished), then the distilled student; the student's `distill`
     summary entry with the loads and times added."""
     import warmstart
@@ -54,9 +55,11 @@ def run(data: str, keep: str, out: Path) -> dict:
                                           **{**common, "output.name": teacher.name}).summary
     taught = time.perf_counter()
     student = warmstart.distill(teacher, f"keep:{keep}", **{
-        "output.name": f"{data}-student-{keep.replace(',', '')}", "output.overwrite": True})
+        "output.name": f"{data}-student-{keep.replace(',', '')}-{student_epochs}ep",
+        "output.overwrite": True, "train.epochs": student_epochs})
     report = student.summary.distill
-    return {**report, "data": data, "limit": LIMIT, "epochs": EPOCHS, "keep": keep,
+    return {**report, "data": data, "limit": LIMIT, "epochs": EPOCHS,
+            "student_epochs": student_epochs, "keep": keep,
             "teacher_train_seconds": teacher_summary.train_seconds,
             "student_train_seconds": student.summary.train_seconds,
             "teacher_seconds": taught - started,
@@ -70,10 +73,12 @@ def main() -> None:
     parser.add_argument("--data", default=",".join(DATASETS))
     parser.add_argument("--keep", default="1,3,5", help="blocks the student keeps")
     parser.add_argument("--out", type=Path, default=None, help="folder for the run dirs")
+    parser.add_argument("--student-epochs", type=int, default=EPOCHS,
+                        help="the student's epochs (default: the teacher's)")
     args = parser.parse_args()
     out = args.out or Path(tempfile.gettempdir()) / "warmstart-bench-distill"
     for data in args.data.split(","):
-        row = run(data, args.keep, out)
+        row = run(data, args.keep, out, args.student_epochs)
         with (RESULTS / "distill.jsonl").open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         t, s = row["models"]["teacher"], row["models"]["student"]
