@@ -67,9 +67,9 @@ def test_every_strategy_runs_and_reports_what_trains(tmp_path, data, built, stra
 
     `run.py` counts right after the strategy returns its plan, so for staged strategies
     (gradual; lp-ft with strategy.probe=epochs) the summary reports the state of epoch 0 (head
-    only), and more trains later. The state at the end of the run is checked on the model the run trained: it must
-    be what `on_epoch_start(EPOCHS - 1)` gives on a fresh copy, since the hook depends on the
-    epoch alone.
+    only), and more trains later. The state at the end of the run is checked on the model
+    the run trained: it must be what `on_epoch_start(EPOCHS - 1)` gives on a fresh copy,
+    since the hook depends on the epoch alone.
     """
     cfg, summary = _train(tmp_path, data, strategy, "train.batch_size=32")
     torch.manual_seed(cfg.train.seed)
@@ -154,11 +154,11 @@ def _probed_and_fresh(tmp_path, data, *extra):
     from warmstart.strategies.lpft import head_inputs
     from warmstart.training.session import setup
 
-    def session(name):
+    def session(name, *options):
         return setup(load_config(None, [*TINY, f"data.name={data}", f"strategy.name={name}",
-                                        f"output.dir={tmp_path}", *extra]))
+                                        *options, f"output.dir={tmp_path}", *extra]))
 
-    probed, fresh = session("lp-ft"), session("full")
+    probed, fresh = session("lp-ft", "strategy.probe=fit"), session("full")
     x, y = head_inputs(probed.adapter.module, probed.adapter.head, probed.train,
                        probed.device)
     assert x is not None and len(x) == len(y) == probed.train.num_examples
@@ -166,9 +166,9 @@ def _probed_and_fresh(tmp_path, data, *extra):
 
 
 def test_lpft_fits_the_head_on_frozen_features_before_fine_tuning(tmp_path, data):
-    """The default probe (strategy.probe=fit) is a logistic regression fitted before the
-    first step: on the frozen features it fits the training labels far better than the new
-    head it replaced, and the run says so."""
+    """strategy.probe=fit is a logistic regression fitted before the first step: on the
+    frozen features it fits the training labels far better than the new head it replaced,
+    and the run says so."""
     probed, fresh, x, y = _probed_and_fresh(tmp_path, data)
     with torch.no_grad():
         fitted = float((probed.adapter.head(x).argmax(1) == y).float().mean())

@@ -7,16 +7,25 @@ distortion"); starting from a probed head, the gradients reaching the backbone a
 the features move less, which helps out of distribution above all.
 
 The probe (`strategy.probe`):
-- `fit` (the default, as in the paper): before training, the head is fitted to convergence on
-  the frozen model's features of the training split, computed once: scikit-learn's logistic
-  regression with its C chosen on validation (`features.fit_linear`) for one label per example
-  and a linear head; otherwise the task's own loss minimised by L-BFGS. Why not a few head-only
-  epochs of the loop: at a fine-tuning lr one epoch hardly moves a new head. On banking77-2k
-  (77 classes) lp-ft with one such epoch scored 0.61 validation accuracy against the head
-  alone's 0.89 (`bench/results/grid-banking77-2000.csv`).
-- `epochs`: `strategy.probe_epochs` head-only epochs of the loop, then everything. Every group
-  is in the plan from the start, so the optimizer keeps one shape; the hook's effect depends
-  only on the epoch number, so a resumed run is in the same state.
+- `epochs` (the default): `strategy.probe_epochs` head-only epochs of the loop, then
+  everything. Every group is in the plan from the start, so the optimizer keeps one shape;
+  the hook's effect depends only on the epoch number, so a resumed run is in the same state.
+- `fit`, as in the paper: before training, the head is fitted to convergence on the frozen
+  model's features of the training split, computed once: scikit-learn's logistic regression
+  with its C chosen on validation (`features.fit_linear`) for one label per example and a
+  linear head; otherwise the task's own loss minimised by L-BFGS.
+
+Why `epochs` stays the default (measured 2026-12-06, minilm-l6 at 64 tokens, 3 epochs; the
+first three numbers are from `bench/results/grid-*-2000.csv`):
+- banking77-2k (77 classes): `epochs` scored 0.61 validation accuracy at 5e-5, against the
+  head alone's 0.89: one head-only epoch at a fine-tuning lr hardly moves a new head. `fit`
+  scored 0.897, the probe's own score, at 1.7e-5, 5e-5 and 1.5e-4 alike.
+- TREC-2k: `epochs` scored 0.925 at 5e-5; `fit` 0.793, again the probe's own score, with a
+  flat training loss (0.39, 0.36, 0.38 over 3 epochs). The fine-tuning after a fitted probe
+  changed no prediction here, and why is not yet understood: the fitted head's weights are
+  large in the raw features' units (the features vary little across examples), which may
+  leave the backbone's steps too large or too small for this lr. Until that is resolved,
+  `fit` is a choice, not the default.
 """
 
 from __future__ import annotations
@@ -47,8 +56,8 @@ LBFGS_STEPS, LBFGS_L2 = 200, 1e-4
 class LpftOptions:
     """`strategy.*` keys of lp-ft."""
 
-    probe: Literal["fit", "epochs"] = option(
-        "fit", "fit: the head fitted to convergence on the frozen features before fine-tuning "
+    probe: Literal["epochs", "fit"] = option(
+        "epochs", "fit: the head fitted to convergence on the frozen features before fine-tuning "
         "(logistic regression, C chosen on validation); epochs: strategy.probe_epochs "
         "head-only epochs of the loop")
     probe_epochs: int = option(1, "with strategy.probe=epochs: epochs of linear probing "
@@ -58,8 +67,8 @@ class LpftOptions:
         check(self.probe_epochs >= 0, "strategy.probe_epochs", "must be >= 0")
 
 
-@register_strategy("lp-ft", "linear probe (the head fitted on frozen features), then "
-                            "fine-tune all", LpftOptions)
+@register_strategy("lp-ft", "linear probe (head-only epochs, or the head fitted on frozen "
+                            "features), then fine-tune all", LpftOptions)
 def lpft(adapter: Adapter, cfg: LpftOptions) -> Plan:
     """Plan all groups; the head probed first (fitted before training, or head-only epochs)."""
     below, head = adapter.groups[:-1], adapter.groups[-1:]
