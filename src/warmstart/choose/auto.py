@@ -17,14 +17,15 @@
 3. Race: every (strategy, learning rate) pair is a trial of a `warmstart search` in
    `<auto>/race`, every candidate's default lr first, pruned by successive halving on the
    validation metric (the best half survives each of epochs 1, 2, 4, ...), stopped at the
-   budget. Rounds the plan dropped race afterwards, in the same study, if the time left
-   holds a pair's expected cost (pruning often leaves time over).
+   budget.
 4. Finish: if budget remains, a greedy soup of the race's best runs (`warmstart soup`: it
    keeps a run only while the average does not lose on validation; runs that cannot be
    averaged are refused in one line, quoted in the report). The best validation score among
    the probe, the race's trials and the soup wins; its run directory is the result
    (`auto.json`: `best`), nothing is retrained; `report.md` says what was tried, what each
-   scored and cost, why it stopped, and why the winner won.
+   scored and cost, why it stopped, and why the winner won. Rounds the plan dropped race
+   after the soup, in the same study, if the time left holds a pair's expected cost
+   (pruning often leaves time over); their runs are candidates too.
 
 The budget is a hard limit: the race gets what the probe left less a reserve for the reports,
 a trial is killed at the limit, and Ctrl-C leaves `auto.json` naming the best finished run.
@@ -269,12 +270,15 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
         facts["stopped"] = (f"the budget ran out after {outcomes.count('complete')} complete "
                             f"and {outcomes.count('pruned')} pruned of {len(pairs)} pairs")
         return
+    # The soup comes first: it is cheap and was the winner on TREC-2k, and after rounds that
+    # run to the budget too little time was left for it.
+    _soup(out, deadline, facts, console)
     # The plan dropped rounds of lr variants that were not sure to fit; pruning often ends
     # trials early, so the time left may hold some. They race in the same study (the pruner
     # measures them against the first rounds), in round order, while a pair's expected cost
-    # still fits beside the soup's room.
+    # still fits.
     dropped = [pair for round_ in rounds for pair in round_ if pair not in pairs]
-    room = deadline - time.time() - SOUP_ROOM * probe.overhead
+    room = deadline - time.time()
     cost = pair_seconds(probe, specs, epochs, measured)
     if dropped:
         facts["plan"]["later_rounds"] = {"pairs": len(dropped), "seconds_left": round(room, 1),
@@ -284,7 +288,6 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
                       f"(about {cost:.0f}s each)", highlight=False)
         later = run_race(room, [], dropped)[len(pairs):]
         facts["plan"]["later_rounds"]["outcomes"] = {o: later.count(o) for o in set(later)}
-    _soup(out, deadline, facts, console)
 
 
 def _as_overrides(tree: dict[str, Any], prefix: str = "") -> list[str]:
