@@ -20,9 +20,9 @@ first three numbers are from `bench/results/grid-*-2000.csv`):
 - banking77-2k (77 classes): `epochs` scored 0.61 validation accuracy at 5e-5, against the
   head alone's 0.89: one head-only epoch at a fine-tuning lr hardly moves a new head. `fit`
   scored 0.897, the probe's own score, at 1.7e-5, 5e-5 and 1.5e-4 alike.
-- TREC-2k: `epochs` scored 0.925 at 5e-5; `fit` 0.793, again the probe's own score, with a
-  flat training loss (0.39, 0.36, 0.38 over 3 epochs). The fine-tuning after a fitted probe
-  changed no prediction here, and why is not yet understood: the fitted head's weights are
+- TREC-2k: `epochs` scored 0.925 at 5e-5; `fit` 0.793, again the probe's own score (the
+  backbone's weights do change). The fine-tuning after a fitted probe changed no prediction
+  here, and why is not yet understood: the fitted head's weights are
   large in the raw features' units (the features vary little across examples), which may
   leave the backbone's steps too large or too small for this lr. Until that is resolved,
   `fit` is a choice, not the default.
