@@ -21,10 +21,10 @@ first three numbers are from `bench/results/grid-*-2000.csv`):
   head alone's 0.89: one head-only epoch at a fine-tuning lr hardly moves a new head. `fit`
   scored 0.897, the probe's own score, at 1.7e-5, 5e-5 and 1.5e-4 alike.
 - TREC-2k: `epochs` scored 0.925 at 5e-5; `fit` 0.793, again the probe's own score (the
-  backbone's weights do change). The fine-tuning after a fitted probe changed no prediction
-  here, and why is not yet understood: the fitted head's weights are
-  large in the raw features' units (the features vary little across examples), which may
-  leave the backbone's steps too large or too small for this lr. Until that is resolved,
+  backbone's weights do change, checked on tiny-bert). Fine-tuning after a fitted probe
+  changed no prediction, and why is not yet understood: the fitted head's weights are large
+  in the raw features' units (the features vary little across examples), which may leave
+  the backbone's steps too large or too small for this lr. Until that is resolved,
   `fit` is a choice, not the default.
 """
 
