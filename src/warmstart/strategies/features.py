@@ -76,6 +76,16 @@ def features(adapter: Adapter, cfg: FeaturesOptions) -> Plan:
                 f"{cfg.classifier}", solver=solver if cfg.classifier == "sklearn" else None)
 
 
+def standardiser(x: torch.Tensor, *, center: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and scale of `x` (examples x features) for fitting a linear head on
+    standardised features; the fit folds them back (`w' = w / s`, `b' = b - w' . m`). Without
+    `center` the mean is 0: a head without a bias has nowhere to fold a mean shift into."""
+    mean = x.mean(0) if center else torch.zeros(x.shape[1], dtype=x.dtype)
+    scale = x.std(0)
+    scale[scale == 0] = 1.0  # a constant feature carries nothing; leave it unscaled
+    return mean, scale
+
+
 @torch.no_grad()
 def fit_linear(head: nn.Linear, data: SolveData) -> str:
     """Fit a logistic regression on the training features and copy it into `head`; its `C`
@@ -94,10 +104,7 @@ def fit_linear(head: nn.Linear, data: SolveData) -> str:
 
     x = torch.as_tensor(data.train_x, dtype=torch.float32)
     has_bias = head.bias is not None
-    # Without a bias in the head there is nowhere to fold a mean shift into: scale only.
-    mean = x.mean(0) if has_bias else torch.zeros(x.shape[1])
-    scale = x.std(0)
-    scale[scale == 0] = 1.0  # a constant feature carries nothing; leave it unscaled
+    mean, scale = standardiser(x, center=has_bias)
     train_x = ((x - mean) / scale).numpy()
     val_x = ((torch.as_tensor(data.val_x, dtype=torch.float32) - mean) / scale).numpy()
     train_y, val_y = np.asarray(data.train_y), np.asarray(data.val_y)

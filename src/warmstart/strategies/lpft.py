@@ -43,9 +43,9 @@ from warmstart.models.base import Adapter, logits_of
 from warmstart.options import check, option
 from warmstart.strategies._select import everything, groups_of, set_trainable
 from warmstart.strategies.base import Plan, SolveData, register_strategy
-from warmstart.strategies.features import fit_linear
-from warmstart.tensors import move
+from warmstart.strategies.features import fit_linear, standardiser
 from warmstart.training.loss import LossFn
+from warmstart.training.record import record
 
 # The L-BFGS probe (tasks without one label per example): a light L2 on the weights keeps a
 # separable problem's solution finite, as scikit-learn's C does.
@@ -109,48 +109,30 @@ def probe_head(model: nn.Module, head: nn.Module, train: Batches, val: Batches,
     return fit_by_loss(head, train_x.to(device), train_y.to(device), loss_fn)
 
 
-@torch.no_grad()
 def head_inputs(model: nn.Module, head: nn.Module, batches: Batches, device: torch.device
                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The head's input for every example of `batches` (the model in eval mode: no dropout)
-    and their labels; None for the inputs when the head does not read one vector per example.
-
-    Every example, not this process's share of them: under data parallelism every process
-    then fits the same head.
-    """
-    seen: list[torch.Tensor] = []
-    handle = head.register_forward_pre_hook(
-        lambda _module, inputs: seen.append(inputs[0].detach().float().cpu()))
-    was_training = model.training
-    model.eval()
-    try:
-        n, size = len(batches.encoded), batches.step_size
-        for start in range(0, n, size):
-            batch = move(batches.collate(batches.encoded[start:start + size]), device)
-            batch.pop("labels", None)
-            logits_of(model(**batch))
-    finally:
-        handle.remove()
-        model.train(was_training)
-    x = torch.cat(seen) if seen else None
-    if x is None or x.ndim != 2 or len(x) != len(batches.labels):
+    """The head's input for every example of `batches` (`record`: the model in eval mode,
+    stopped at the head) and their labels; None for the inputs when the head does not read
+    one vector per example."""
+    rows = record(model, head, batches, device, inputs=True)
+    if not rows or any(r is None or r.ndim != 1 for r in rows):
         return None, batches.labels
-    return x, batches.labels
+    return torch.stack(list(rows)).float(), batches.labels
 
 
 def fit_by_loss(head: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn) -> str:
     """Minimise the task's loss of `head` on fixed inputs by L-BFGS (multilabel, regression,
     a head that is not one linear layer).
 
-    A linear head is fitted on standardised features, then the scaling is folded back into
-    its weights (as `features.fit_linear` does): pooled features can vary far less across
-    examples than their size, which leaves L-BFGS on the raw ones ill-conditioned.
+    A linear head is fitted on standardised features (`features.standardiser`), then the
+    scaling is folded back into its weights, as `features.fit_linear` does: pooled features
+    can vary far less across examples than their size, which leaves L-BFGS on the raw ones
+    ill-conditioned.
     """
     fitted, z = head, x
     linear = isinstance(head, nn.Linear) and head.bias is not None
     if linear:
-        mean, scale = x.mean(0), x.std(0)
-        scale[scale == 0] = 1.0  # a constant feature carries nothing; leave it unscaled
+        mean, scale = standardiser(x)
         z = (x - mean) / scale
         fitted = copy.deepcopy(head)
         with torch.no_grad():  # the same function of the standardised inputs
