@@ -25,7 +25,7 @@ from warmstart.ship.export import export
 from warmstart.ship.members import load_members, score_key
 from warmstart.ship.predict import evaluate_file, predict
 from warmstart.ship.serve import load_served, make_app
-from warmstart.ship.soup import check_soupable, soup
+from warmstart.ship.soup import average, check_soupable, soup
 from warmstart.summary import read_summary
 
 TEXTS = ["match goal team", "bread soup recipe", "phone chip data", "goal bread code"]
@@ -214,6 +214,16 @@ def test_soup_refuses_runs_that_cannot_be_averaged(runs, tmp_path):
     key = next(iter(states[1]))
     states[1][key] = torch.zeros(3, 3)
     with pytest.raises(WarmstartError, match="different names or shapes"):
+        check_soupable(members, states)
+    # Integer buffers must be equal, except batch norm's step counters, which differ between
+    # runs of different lengths (or frozen blocks) and are kept at their largest.
+    states = [{"pos": torch.arange(3), "bn.num_batches_tracked": torch.tensor(n),
+               "bn.weight": torch.full((2,), float(n))} for n in (4, 10)]
+    check_soupable(members, states)
+    mean = average(states)
+    assert mean["bn.num_batches_tracked"].item() == 10 and mean["bn.weight"].tolist() == [7, 7]
+    states[1]["pos"] = torch.arange(1, 4)
+    with pytest.raises(WarmstartError, match="fixed buffer 'pos'"):
         check_soupable(members, states)
 
 

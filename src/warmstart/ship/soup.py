@@ -13,7 +13,10 @@ shape, besides what `ensemble` needs (task, labels, data, split). LoRA/IA3 runs 
 after their adapters are merged into the base weights (peft's `merge_and_unload`): the
 average of the merged weights is the average of what each run computes with, and the soup
 is a plain model (as `export --merge` writes), which runs of different ranks can join.
-Integer buffers (position ids) are not averaged: they must be equal, and are kept.
+Integer buffers (position ids) are not averaged: they must be equal, and are kept. The one
+exception is batch norm's step counter (`num_batches_tracked`), which differs between runs
+that trained for different numbers of steps or froze different blocks: it feeds no forward
+pass unless the layer's momentum is None, and the soup keeps the largest.
 
 The soup is a normal run directory (config, split, `model/`, `summary.json`, and `soup.json`
 naming its runs), so every command that takes a run takes it.
@@ -48,6 +51,7 @@ from warmstart.summary import SUMMARY, RunSummary
 from warmstart.tasks import Multilabel
 
 HOWS = ("greedy", "uniform")
+COUNTERS = ("num_batches_tracked",)  # integer buffers that count steps: the soup keeps the max
 SOUP_FILE = "soup.json"  # which runs the soup holds, how chosen
 
 
@@ -85,15 +89,22 @@ def check_soupable(members: list[Member], states: list[dict[str, torch.Tensor]])
             raise WarmstartError(f"{where} save differently scaled outputs ({m.task.describe()} "
                                  f"vs {first.task.describe()}); soup runs of the same data")
         for k, v in state.items():
-            if not v.is_floating_point() and not torch.equal(v, states[0][k]):
+            if not v.is_floating_point() and not _counter(k) and not torch.equal(v, states[0][k]):
                 raise WarmstartError(f"{where} differ in the fixed buffer {k!r}; a soup averages "
                                      "runs of one architecture")
 
 
+def _counter(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in COUNTERS
+
+
 def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The mean of float tensors; the first state's value of the others (equal, checked)."""
+    """The mean of float tensors, the largest of step counters, and the first state's value
+    of the other integer buffers (equal, checked)."""
     return {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
-            if v.is_floating_point() else v for k, v in states[0].items()}
+            if v.is_floating_point() else
+            torch.stack([s[k] for s in states]).amax(0) if _counter(k) else v
+            for k, v in states[0].items()}
 
 
 def soup(runs: list[str | Path], out: str | Path, how: str = "greedy", *,
