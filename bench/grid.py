@@ -102,7 +102,8 @@ def run_auto(data: str, limit: int, budget: float, image_size: int = 64) -> dict
             "load_after": round(os.getloadavg()[0], 2), "winner": winner.get("what"),
             "val": winner.get("score"), "test": winner.get("test"), "plan": facts.get("plan"),
             "probe_logme": (facts.get("probe") or {}).get("logme"),
-            "soup": facts.get("soup"), "stopped": facts.get("stopped")}
+            "soup": facts.get("soup"), "final_soup": facts.get("final_soup"),
+            "stopped": facts.get("stopped")}
 
 
 def main() -> int:

@@ -143,27 +143,87 @@ def test_auto_hands_its_race_to_ray_with_the_ray_option(tmp_path, monkeypatch):
     assert seen["map_fn"] is None  # without --ray the race runs here, one trial after another
 
 
-def test_auto_races_the_rounds_its_plan_dropped_when_time_is_left(tmp_path, monkeypatch):
+def test_auto_races_dropped_rounds_and_its_reserve_when_time_is_left(tmp_path, monkeypatch):
     """A plan that kept only the defaults (as if the later rounds might not fit) leaves most
-    of a generous budget: the 3x and 1/3 lrs then race in the same study, before the soup."""
+    of a generous budget: the 3x and 1/3 lrs then race in the same study after the soup,
+    each round followed by the rule's reserve candidate at that round's lr."""
     from warmstart.choose import auto
 
-    def defaults_only(probe, specs, rounds, seconds, measured):
+    def defaults_only(probe, specs, rounds, seconds, measured, epochs):
+        assert epochs is None  # the base config leaves train.epochs unset
         return rounds[0], 1
 
-    monkeypatch.setattr(auto, "plan", lambda probe: (["head"], "head only, for the test"))
+    monkeypatch.setattr(auto, "plan", lambda probe: (["head"], ["partial:k=1"], "for the test"))
     monkeypatch.setattr(auto, "race_plan", defaults_only)
     data = write_csv(tmp_path / "toy.csv", make_rows(30))
     out = auto.auto(None, [*TINY, f"data.name={data}", f"output.dir={tmp_path / 'runs'}"],
                     "10m", name="later", quiet=True)
     facts = json.loads((out / "auto.json").read_text())
     later = facts["plan"]["later_rounds"]
-    assert later["pairs"] == 2 and sum(later["outcomes"].values()) == 2, later
+    assert later["pairs"] == 5 and sum(later["outcomes"].values()) == 5, later
+    assert facts["final_soup"]["outcome"]  # the best runs are averaged again after them
     trials = json.loads((out / "race" / "search.json").read_text())["trials"]
-    lrs = [t["value:optim.lr"] for t in trials]
-    default = lrs[0]
-    assert lrs == pytest.approx([default, 3 * default, default / 3])
+    names = [t["value:strategy.name"] for t in trials]
+    assert names == ["head", "partial", "head", "partial", "head", "partial"]
+    assert {t["value:strategy.k"] for t in trials if t["value:strategy.name"] == "partial"} == {1}
+    for name in ("head", "partial"):
+        lrs = [t["value:optim.lr"] for t in trials if t["value:strategy.name"] == name]
+        assert lrs == pytest.approx([lrs[0], 3 * lrs[0], lrs[0] / 3])
     assert "stopped" not in facts
+
+
+def test_later_pairs_and_a_space_shared_by_two_specs_of_one_strategy():
+    from warmstart.choose import auto_plan
+
+    space, _ = auto_plan.pairs_of(["partial:k=2", "head", "partial:k=4"], "text")
+    partial = space["strategy.name"]["partial"]
+    assert partial["strategy.k"] == {"categorical": [2, 4]}
+    assert len(partial["optim.lr"]["categorical"]) == 3  # both ks share the three lrs
+    _, rounds = auto_plan.pairs_of(["head", "partial:k=2"], "text")
+    _, spare = auto_plan.pairs_of(["partial:k=4"], "text")
+    raced = rounds[0] + rounds[1][:1]  # defaults and head at 3x raced; the rest dropped
+    later = auto_plan.later_pairs(rounds, spare, raced)
+    assert [(p["strategy.name"], p.get("partial:strategy.k")) for p in later] == [
+        ("partial", 4), ("partial", 2), ("partial", 4), ("head", None), ("partial", 2),
+        ("partial", 4)]
+    assert auto_plan.later_pairs(rounds, [], rounds[0] + rounds[1] + rounds[2]) == []
+    # Ranked by what each strategy scored so far: partial k=2's variants before head's.
+    trials = [{"outcome": "complete", "score": 0.7, "value:strategy.name": "head",
+               "value:strategy.k": None, "value:optim.lr": 0.03},
+              {"outcome": "complete", "score": 0.8, "value:strategy.name": "partial",
+               "value:strategy.k": 2, "value:optim.lr": 3e-4},
+              {"outcome": "pruned", "score": None, "value:strategy.name": "partial",
+               "value:strategy.k": 4, "value:optim.lr": 3e-4}]
+    scores = auto_plan.strategy_scores(trials, "accuracy")
+    assert scores == {(("strategy.name", "head"),): 0.7,
+                      (("strategy.k", 2), ("strategy.name", "partial")): 0.8}
+    ranked = auto_plan.later_pairs(rounds, [], rounds[0], scores)
+    assert [p["strategy.name"] for p in ranked] == ["partial", "head", "partial", "head"]
+    assert auto_plan.strategy_scores(trials, "mse")[(("strategy.name", "head"),)] == -0.7
+
+
+def test_a_train_epochs_the_user_set_is_what_every_race_trial_trains():
+    """auto sizes the epochs to the budget unless `train.epochs` is set; then it keeps those
+    and drops lr rounds instead (the first round always stays)."""
+    from types import SimpleNamespace
+
+    from warmstart.choose import auto_plan
+
+    summary = SimpleNamespace(wall_seconds=11.0, train_seconds=1.0, cache_seconds=1.0,
+                              examples=SimpleNamespace(train=100))
+    probe = auto_plan.Probe(Path("probe"), summary, "text")
+    rounds = [[{"strategy.name": "full", "full:optim.lr": lr}] * 2 for lr in (1, 3, 0.3)]
+    per_example = {"full": 0.1}  # 10 s an epoch; each trial's overhead 10 s
+    six = auto_plan.race_seconds(probe, ["full"], 6, 3, per_example)
+    assert six == pytest.approx(6 * 10 + (2 * 3 + 4 * 1.75) * 10)
+    kept, epochs = auto_plan.race_plan(probe, ["full"], rounds, six, per_example, 3)
+    assert (len(kept), epochs) == (6, 3)
+    kept, epochs = auto_plan.race_plan(probe, ["full"], rounds, six - 1, per_example, 3)
+    assert (len(kept), epochs) == (4, 3)  # the 1/3 round dropped to keep the 3 epochs asked
+    assert auto_plan.race_plan(probe, ["full"], rounds, 1.0, per_example, 3) == (rounds[0], 3)
+    # Unset, the budget decides: the same seconds fit all six pairs at 2 epochs.
+    assert auto_plan.race_plan(probe, ["full"], rounds, six - 1, per_example) == (
+        [p for r in rounds for p in r], 2)
 
 
 def test_auto_picks_the_soup_when_it_ties_the_best_run(tmp_path, monkeypatch):
@@ -191,5 +251,5 @@ def test_auto_picks_the_soup_when_it_ties_the_best_run(tmp_path, monkeypatch):
         auto_report.finish(out, facts, Console(quiet=True))
         return facts["best"]
 
-    assert winner(0.9) == str(out / auto_report.SOUP_DIR)
+    assert winner(0.9) == str(out / auto_report.SOUPS["soup"])
     assert winner(0.89) == run

@@ -15,17 +15,20 @@
    (`race_plan`). When the budget is too short to spend on measuring, the probe's forward
    throughput times `COST` estimates them instead, and the report says so.
 3. Race: every (strategy, learning rate) pair is a trial of a `warmstart search` in
-   `<auto>/race`, every candidate's default lr first, pruned by successive halving on the
-   validation metric (the best half survives each of epochs 1, 2, 4, ...), stopped at the
-   budget.
+   `<auto>/race`, every candidate's default lr first, then the lr variants round by round,
+   those of the strategy that scored best at its default first; pruned by successive halving
+   on the validation metric (the best half survives each of epochs 1, 2, 4, ...), stopped at
+   the budget. A `train.epochs` set in the base config is what every trial trains (the plan
+   drops lr rounds to fit it); unset, the budget sizes the epochs.
 4. Finish: if budget remains, a greedy soup of the race's best runs (`warmstart soup`: it
    keeps a run only while the average does not lose on validation; runs that cannot be
    averaged are refused in one line, quoted in the report). The best validation score among
    the probe, the race's trials and the soup wins; its run directory is the result
    (`auto.json`: `best`), nothing is retrained; `report.md` says what was tried, what each
-   scored and cost, why it stopped, and why the winner won. Rounds the plan dropped race
-   after the soup, in the same study, if the time left holds a pair's expected cost
-   (pruning often leaves time over); their runs are candidates too.
+   scored and cost, why it stopped, and why the winner won. Rounds the plan dropped and
+   the rule's reserve candidates race after the soup, in the same study, while the time
+   left holds a pair's expected cost (pruning often leaves time over); their runs are
+   candidates too, and a second soup averages the best runs again if they changed.
 
 The budget is a hard limit: the race gets what the probe left less a reserve for the reports,
 a trial is killed at the limit, and Ctrl-C leaves `auto.json` naming the best finished run.
@@ -45,8 +48,17 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from warmstart.choose.auto_plan import RULES, Probe, pair_seconds, pairs_of, plan, race_plan
-from warmstart.choose.auto_report import SOUP_DIR, finish
+from warmstart.choose.auto_plan import (
+    RULES,
+    Probe,
+    later_pairs,
+    pair_seconds,
+    pairs_of,
+    plan,
+    race_plan,
+    strategy_scores,
+)
+from warmstart.choose.auto_report import SOUPS, finish
 from warmstart.choose.search import MapFn, optuna_module, parse_budget, search
 from warmstart.choose.trial import launch, stop
 from warmstart.config import RunConfig, build_config, dump_config, read_tree, with_overrides
@@ -140,10 +152,13 @@ def _finished(proc: subprocess.Popen, deadline: float) -> bool:
     return True
 
 
-def _soup(out: Path, deadline: float, facts: dict[str, Any], console: Console) -> None:
+def _soup(out: Path, deadline: float, facts: dict[str, Any], console: Console,
+          key: str = "soup") -> None:
     """A greedy soup of the race's best finished runs (`warmstart soup`, which keeps a run
-    only if the soup's validation score does not drop), within the deadline; its outcome
-    goes into `facts["soup"]`, and `auto_report.finish` counts it as one more candidate.
+    only if the soup's validation score does not drop), within the deadline, into the auto
+    folder's `SOUPS[key]`; its outcome goes into `facts[key]`, and `auto_report.finish`
+    counts it as one more candidate. The later soup (`final_soup`) is skipped when the best
+    runs are those the first one averaged.
 
     Runs of one model fine-tuned from the same weights often average into a model as good as
     their ensemble at the cost of one (Wortsman et al. 2022). Race runs of different
@@ -156,31 +171,34 @@ def _soup(out: Path, deadline: float, facts: dict[str, Any], console: Console) -
     done = sorted((t for t in trials if t["outcome"] == "complete"
                    and isinstance(t.get("score"), float) and math.isfinite(t["score"])),
                   key=lambda t: -sign * t["score"])[:SOUP_RUNS]
+    runs = [t["run"] for t in done]
     if len(done) < 2:
-        facts["soup"] = {"outcome": "not tried: fewer than two finished race runs"}
+        facts[key] = {"outcome": "not tried: fewer than two finished race runs"}
+        return
+    if key != "soup" and runs == facts.get("soup", {}).get("runs"):
+        facts[key] = {"outcome": "not tried: the best runs are those of the first soup"}
         return
     # Each run and each soup tried is scored on validation: a few evaluation passes.
     if deadline - time.time() < SOUP_ROOM * facts["probe"]["overhead"]:
-        facts["soup"] = {"outcome": "not tried: too little budget left"}
+        facts[key] = {"outcome": "not tried: too little budget left"}
         return
-    console.print(f"soup: averaging the best {len(done)} race runs", highlight=False)
-    log = out / "logs" / "soup.log"
+    console.print(f"{key}: averaging the best {len(done)} race runs", highlight=False)
+    log = out / "logs" / f"{SOUPS[key]}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w", encoding="utf-8") as handle:
         proc = subprocess.Popen([sys.executable, "-m", "warmstart", "soup",
-                                 *[t["run"] for t in done], "--out", str(out / SOUP_DIR),
-                                 "--how", "greedy"], stdout=handle, stderr=subprocess.STDOUT)
-    runs = [t["run"] for t in done]
+                                 *runs, "--out", str(out / SOUPS[key]), "--how", "greedy"],
+                                stdout=handle, stderr=subprocess.STDOUT)
     if not _finished(proc, deadline):
-        facts["soup"] = {"outcome": "stopped at the budget", "runs": runs}
+        facts[key] = {"outcome": "stopped at the budget", "runs": runs}
     elif proc.returncode != 0:
         last = log.read_text(encoding="utf-8").strip().splitlines()[-1:] or ["(no output)"]
-        facts["soup"] = {"outcome": "refused: " + last[0].removeprefix("warmstart: error: "),
-                         "runs": runs}
+        facts[key] = {"outcome": "refused: " + last[0].removeprefix("warmstart: error: "),
+                      "runs": runs}
     else:
-        summary = read_summary(out / SOUP_DIR)
-        facts["soup"] = {"outcome": "made", "runs": runs,
-                         "score": summary.validation.get(facts["probe"]["metric"])}
+        summary = read_summary(out / SOUPS[key])
+        facts[key] = {"outcome": "made", "runs": runs,
+                      "score": summary.validation.get(facts["probe"]["metric"])}
 
 
 def auto_dir_of(cfg: RunConfig, name: str | None) -> Path:
@@ -209,7 +227,9 @@ def auto(config: str | None, overrides: list[str], budget: str, *, name: str | N
         if (out / "probe-features").exists():
             raise WarmstartError(f"{out} holds an earlier auto run; pass --name NAME for a new "
                                  "one (or delete the folder)")
-        facts: dict[str, Any] = {"budget_seconds": seconds, "rules": [r[0] for r in RULES]}
+        facts: dict[str, Any] = {"budget_seconds": seconds,
+                                 "rules": [f"{why} (reserve: {', '.join(reserve)})"
+                                           for why, _, reserve in RULES]}
         try:
             _auto(base, out, deadline, facts, console, map_fn)
         finally:  # also after Ctrl-C: the best finished run is named
@@ -231,15 +251,20 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
                       "classes": len(probe.summary.labels),
                       "logme": probe.summary.transferability.get("logme"),
                       "overhead": probe.overhead}
-    specs, why = plan(probe)
+    specs, reserve, why = plan(probe)
     runs = measure(base, specs, out, deadline, probe)
     measured = seconds_per_example(runs)
-    space, rounds = pairs_of(specs, probe.kind, runs)
+    space, _ = pairs_of(specs + reserve, probe.kind, runs)
+    rounds, spare = pairs_of(specs, probe.kind, runs)[1], pairs_of(reserve, probe.kind)[1]
     left = deadline - time.time()
-    pairs, epochs = race_plan(probe, specs, rounds, left, measured)
-    facts["plan"] = {"candidates": specs, "why": why, "pairs": len(pairs), "epochs": epochs,
-                     "lr_rounds": f"{sum(1 for r in rounds if r[0] in pairs)} of {len(rounds)}"
-                                  " (default, 3x, 1/3)",
+    # A train.epochs the user set is what every trial trains (a value you set wins); else
+    # the budget decides (1-3).
+    asked = build_config(own_options_only(base)).train.epochs
+    pairs, epochs = race_plan(probe, specs, rounds, left, measured, asked)
+    kept = sum(1 for r in rounds if r[0] in pairs)
+    facts["plan"] = {"candidates": specs, "reserve": reserve, "why": why, "pairs": len(pairs),
+                     "epochs": epochs, "epochs_from": "train.epochs" if asked else "the budget",
+                     "lr_rounds": f"{kept} of {len(rounds)} (default, 3x, 1/3)",
                      "seconds_left": round(left, 1),
                      "samples_per_second": {s: round(1 / v, 1) for s, v in measured.items()},
                      "throughput": "measured" if measured else
@@ -256,38 +281,59 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
     race = out / "race"
     facts["race"] = str(race)
 
-    def run_race(seconds: float, first: list[dict[str, Any]], more: list[dict[str, Any]]
-                 ) -> list[str]:
-        search(None, [*_as_overrides(base), f"train.epochs={epochs}"], str(space_file),
-               len(pairs) + len(more), budget=f"{seconds:.1f}s", sampler="random",
-               pruner="halving", quiet=console.quiet, out=race, enqueue=first, more=more,
-               resume=bool(more), map_fn=map_fn)
-        return [t["outcome"] for t in
-                json.loads((race / "search.json").read_text(encoding="utf-8"))["trials"]]
+    trials: list[dict[str, Any]] = []
 
-    outcomes = run_race(left, pairs, [])
-    if "budget" in outcomes or len(outcomes) < len(pairs):
-        facts["stopped"] = (f"the budget ran out after {outcomes.count('complete')} complete "
-                            f"and {outcomes.count('pruned')} pruned of {len(pairs)} pairs")
+    def run_race(seconds: float, more: list[dict[str, Any]]) -> list[str]:
+        """Race `more` in the study (new or resumed); the outcomes of those that ran."""
+        before = len(trials)
+        search(None, [*_as_overrides(base), f"train.epochs={epochs}"], str(space_file),
+               before + len(more), budget=f"{seconds:.1f}s", sampler="random",
+               pruner="halving", quiet=console.quiet, out=race, more=more,
+               resume=before > 0, map_fn=map_fn)
+        trials[:] = json.loads((race / "search.json").read_text(encoding="utf-8"))["trials"]
+        return [t["outcome"] for t in trials[before:]]
+
+    def planned(stage: list[dict[str, Any]]) -> bool:
+        """Race part of the plan; False (and why, in facts) if the budget ran out."""
+        outcomes = run_race(deadline - time.time(), stage)
+        if "budget" not in outcomes and len(outcomes) == len(stage):
+            return True
+        done = [t["outcome"] for t in trials]
+        facts["stopped"] = (f"the budget ran out after {done.count('complete')} complete "
+                            f"and {done.count('pruned')} pruned of {len(pairs)} pairs")
+        return False
+
+    # Every candidate at its default lr first; then the planned lr variants round by round,
+    # those of the strategies that did best at their default first (the best strategy's
+    # variants are the likelier winners, and the budget may end mid-way).
+    metric = probe.summary.metric
+    if not planned(rounds[0]):
+        return
+    rest = later_pairs(rounds[:kept], [], rounds[0], strategy_scores(trials, metric))
+    if rest and not planned(rest):
         return
     # The soup comes first: it is cheap and was the winner on TREC-2k, and after rounds that
     # run to the budget too little time was left for it.
     _soup(out, deadline, facts, console)
-    # The plan dropped rounds of lr variants that were not sure to fit; pruning often ends
-    # trials early, so the time left may hold some. They race in the same study (the pruner
-    # measures them against the first rounds), in round order, while a pair's expected cost
-    # still fits.
-    dropped = [pair for round_ in rounds for pair in round_ if pair not in pairs]
+    # Pruning often ends trials early, so the time left may hold the rounds of lr variants
+    # the plan dropped (not sure to fit) and the rule's reserve candidates. They race in the
+    # same study (the pruner measures them against the first rounds), round by round (each
+    # round's dropped pairs best strategy first, then its reserve), while a pair's expected
+    # cost still fits.
+    later = later_pairs(rounds, spare, pairs, strategy_scores(trials, metric))
     room = deadline - time.time()
-    cost = pair_seconds(probe, specs, epochs, measured)
-    if dropped:
-        facts["plan"]["later_rounds"] = {"pairs": len(dropped), "seconds_left": round(room, 1),
+    cost = pair_seconds(probe, specs + reserve, epochs, measured)
+    if later:
+        facts["plan"]["later_rounds"] = {"pairs": len(later), "seconds_left": round(room, 1),
                                          "seconds_per_pair": round(cost, 1)}
-    if dropped and room >= cost:
-        console.print(f"race: {room:.0f}s left for the {len(dropped)} pairs the plan dropped "
-                      f"(about {cost:.0f}s each)", highlight=False)
-        later = run_race(room, [], dropped)[len(pairs):]
-        facts["plan"]["later_rounds"]["outcomes"] = {o: later.count(o) for o in set(later)}
+    if later and room >= cost:
+        console.print(f"race: {room:.0f}s left for {len(later)} more pairs: the lrs the plan "
+                      f"dropped and the reserve {', '.join(reserve) or '(none)'} (about "
+                      f"{cost:.0f}s each)", highlight=False)
+        ended = run_race(room, later)
+        facts["plan"]["later_rounds"]["outcomes"] = {o: ended.count(o) for o in set(ended)}
+        # The later runs may have displaced the first soup's: average the best ones again.
+        _soup(out, deadline, facts, console, "final_soup")
 
 
 def _as_overrides(tree: dict[str, Any], prefix: str = "") -> list[str]:

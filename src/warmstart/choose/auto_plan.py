@@ -23,16 +23,22 @@ from warmstart.tasks import lower_is_better
 # Only the fallback when the budget is too short to measure (see `measure`).
 COST = {"head": 0.05, "partial": 1.5, "lora": 2.5, "bitfit": 2.0, "full": 3.0, "llrd": 3.0,
         "lp-ft": 3.0}
+# Each rule: why, the candidates it races, and its reserve: the rest of the candidate set
+# worth a try, raced only with time left after the race and the soup (the budget is often
+# not spent: halving stops trials early). On TREC-2k the grid's three best runs by
+# validation were partial k=4, lp-ft and llrd, none of them among the "otherwise" rule's
+# candidates (bench/README.md, #15).
 RULES = (
     ("few examples per class (< 20) or an excellent probe (>= 0.9): the features already "
      "separate the classes and there is too little data to move the whole model; head, "
      "LP-FT and partial k=2 stay close to the pretrained features",
-     ["head", "lp-ft", "partial:k=2"]),
+     ["head", "lp-ft", "partial:k=2"], ["partial:k=4", "bitfit", "lora"]),
     ("plenty of data (>= 5000 examples) and a weak probe (< 0.7): the features do not fit the "
      "task and the data can move the model; full, layer-wise decay and LoRA",
-     ["full", "llrd", "lora"]),
+     ["full", "llrd", "lora"], ["partial:k=4", "lp-ft"]),
     ("otherwise: one candidate of each kind, cheapest first", ["head", "partial:k=2", "lora",
-                                                               "full"]),
+                                                               "full"],
+     ["partial:k=4", "llrd", "lp-ft"]),
 )
 
 
@@ -63,15 +69,18 @@ class Probe:
         return max(self.summary.cache_seconds or self.summary.train_seconds, 1e-3)
 
 
-def plan(probe: Probe) -> tuple[list[str], str]:
-    """The candidate strategies (compare-style specs) and the rule that chose them."""
+def plan(probe: Probe) -> tuple[list[str], list[str], str]:
+    """The candidate strategies (compare-style specs), their reserve, and the rule that
+    chose them."""
     n, q = probe.summary.examples.train, probe.score
     higher = not lower_is_better(probe.summary.metric)
     if probe.per_class < 20 or (higher and q >= 0.9):
-        return RULES[0][1], RULES[0][0]
-    if n >= 5000 and higher and q < 0.7:
-        return RULES[1][1], RULES[1][0]
-    return RULES[2][1], RULES[2][0]
+        why, specs, reserve = RULES[0]
+    elif n >= 5000 and higher and q < 0.7:
+        why, specs, reserve = RULES[1]
+    else:
+        why, specs, reserve = RULES[2]
+    return specs, reserve, why
 
 
 def pairs_of(specs: list[str], kind: str, measured: dict[str, RunSummary] | None = None
@@ -95,17 +104,23 @@ def pairs_of(specs: list[str], kind: str, measured: dict[str, RunSummary] | None
         if lr is None and spec in (measured or {}):
             lr = measured[spec].lr.base
         lrs = [lr, lr * 3, lr / 3] if lr is not None else [None]
-        branch: dict[str, Any] = {"optim.lr": {"categorical": lrs}}
+        # One branch per strategy name: specs of one strategy (partial k=2 and k=4) share
+        # it, their options and lrs merged into its choices.
+        branch = space.setdefault(name, {"optim.lr": {"categorical": []}})
+        _add_choices(branch["optim.lr"], lrs)
         extra = {}
         if option:
             key, _, value = option.partition("=")
-            branch[f"strategy.{key}"] = {"categorical": [int(value)]}
+            _add_choices(branch.setdefault(f"strategy.{key}", {"categorical": []}),
+                         [int(value)])
             extra = {f"{name}:strategy.{key}": int(value)}
-        space[name] = branch
         for i, lr in enumerate(lrs):
             rounds[i].append({"strategy.name": name, **extra, f"{name}:optim.lr": lr})
     return {"strategy.name": space}, [round_ for round_ in rounds if round_]
 
+
+def _add_choices(param: dict[str, list[Any]], values: list[Any]) -> None:
+    param["categorical"] += [v for v in values if v not in param["categorical"]]
 
 
 def expected_epochs(epochs: int) -> float:
@@ -145,14 +160,17 @@ def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float,
     `measured` holds each spec's training seconds per example on this machine (`measure`);
     a spec without one is estimated from the probe's forward pass times `COST`.
     """
-    per_epoch = epoch_seconds(probe, specs, measured)
+    return max([1] + [e for e in (2, 3)
+                      if race_seconds(probe, specs, pairs, e, measured) <= seconds])
+
+
+def race_seconds(probe: Probe, specs: list[str], pairs: int, epochs: int,
+                 measured: dict[str, float] | None = None) -> float:
+    """What racing `pairs` at `epochs` costs when halving prunes (`expected_epochs`) all but
+    the first `UNPRUNED` trials."""
     first = min(pairs, UNPRUNED)
-
-    def cost(epochs: int) -> float:
-        trained = first * epochs + (pairs - first) * expected_epochs(epochs)
-        return pairs * probe.overhead + trained * per_epoch
-
-    return max([1] + [e for e in (2, 3) if cost(e) <= seconds])
+    trained = first * epochs + (pairs - first) * expected_epochs(epochs)
+    return pairs * probe.overhead + trained * epoch_seconds(probe, specs, measured)
 
 
 # Fewer pairs rather than fewer epochs: the race drops rounds of lr variants (`pairs_of`)
@@ -162,14 +180,61 @@ def epochs_for(probe: Probe, specs: list[str], pairs: int, seconds: float,
 MIN_EPOCHS = 2
 
 
+def later_pairs(rounds: list[list[dict[str, Any]]], spare: list[list[dict[str, Any]]],
+                raced: list[dict[str, Any]], scores: dict[tuple, float] | None = None
+                ) -> list[dict[str, Any]]:
+    """What races next: round by round, the candidates' pairs not yet `raced`, best first by
+    their strategy's score so far (`scores`, from `strategy_scores`: the lr variants of the
+    strategy that did best at its default come first), then the reserve's (`spare`) pairs of
+    that round: every reserve strategy at its default lr before any more lr variants."""
+    scores = scores or {}
+
+    def rank(pair: dict[str, Any]) -> float:
+        return -scores.get(identity(pair), -math.inf)
+
+    out = []
+    for i in range(max(len(rounds), len(spare))):
+        mine = [p for p in (rounds[i] if i < len(rounds) else []) if p not in raced]
+        out += sorted(mine, key=rank)  # stable: the round's order among equals
+        out += [p for p in (spare[i] if i < len(spare) else []) if p not in raced]
+    return out
+
+
+def identity(pair: dict[str, Any]) -> tuple:
+    """A race pair's strategy and options, without its lr: ("strategy.k", 2), ...)."""
+    return tuple(sorted((k.split(":")[-1], v) for k, v in pair.items()
+                        if not k.endswith("optim.lr")))
+
+
+def strategy_scores(trials: list[dict[str, Any]], metric: str) -> dict[tuple, float]:
+    """Each raced strategy's (and options') best complete validation score, from a search's
+    trial rows (`value:<key>` columns), signed so that higher is better."""
+    sign = -1 if lower_is_better(metric) else 1
+    best: dict[tuple, float] = {}
+    for t in trials:
+        if t["outcome"] != "complete" or not isinstance(t.get("score"), float):
+            continue
+        key = tuple(sorted((k.removeprefix("value:"), v) for k, v in t.items()
+                           if k.startswith("value:") and not k.endswith("optim.lr")
+                           and v is not None))
+        best[key] = max(best.get(key, -math.inf), sign * t["score"])
+    return best
+
+
 def race_plan(probe: Probe, specs: list[str], rounds: list[list[dict[str, Any]]],
-              seconds: float, measured: dict[str, float]) -> tuple[list[dict[str, Any]], int]:
+              seconds: float, measured: dict[str, float], epochs: int | None = None
+              ) -> tuple[list[dict[str, Any]], int]:
     """The pairs the race runs and their epochs (`epochs_for`): every round if they fit at
     `MIN_EPOCHS` or more, else without the last rounds until they do; the first round (each
-    candidate at its default lr) always stays."""
+    candidate at its default lr) always stays. `epochs`, when the user set `train.epochs`,
+    is what every trial trains: rounds are dropped until the rest fit it."""
     for keep in range(len(rounds), 0, -1):
         pairs = [pair for round_ in rounds[:keep] for pair in round_]
-        epochs = epochs_for(probe, specs, len(pairs), seconds, measured)
-        if epochs >= MIN_EPOCHS or keep == 1:
-            return pairs, epochs
-    return [], 1
+        if epochs is not None:
+            if race_seconds(probe, specs, len(pairs), epochs, measured) <= seconds or keep == 1:
+                return pairs, epochs
+            continue
+        fits = epochs_for(probe, specs, len(pairs), seconds, measured)
+        if fits >= MIN_EPOCHS or keep == 1:
+            return pairs, fits
+    return [], epochs or 1

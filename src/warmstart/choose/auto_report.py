@@ -18,12 +18,14 @@ from warmstart.files import atomic_write_text
 from warmstart.summary import read_summary
 from warmstart.tasks import lower_is_better
 
-SOUP_DIR = "soup"  # the soup's run directory in the auto folder
+# The soups' run directories in the auto folder, by their key in auto.json: the soup made
+# after the race, and the one made after the later rounds (if they changed the best runs).
+SOUPS = {"soup": "soup", "final_soup": "soup-final"}
 
 
 def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
-    """Name the winner among the probe, the race's complete trials and the soup (if made);
-    write the reports."""
+    """Name the winner among the probe, the race's complete trials and the soups (those
+    made); write the reports."""
     candidates = []
     if "probe" in facts:
         candidates.append(("features (probe)", facts["probe"]["score"], facts["probe"]["run"]))
@@ -34,18 +36,18 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
             label = ", ".join(f"{k.split(':')[-1]}={v}" for k, v in t.items()
                               if k.startswith("value:") and v is not None)
             candidates.append((label, t["score"], t["run"]))
-    made = facts.get("soup") or {}
-    if made.get("outcome") == "made":  # kept only if it beats the runs it averages
-        candidates.append((f"greedy soup of the best {len(made['runs'])} race runs",
-                           made["score"], str(out / SOUP_DIR)))
+    for key, folder in SOUPS.items():
+        made = facts.get(key) or {}
+        if made.get("outcome") == "made":  # greedy: never below the best run it averages
+            candidates.append((_soup_label(key, made), made["score"], str(out / folder)))
     metric = facts.get("probe", {}).get("metric", "accuracy")
     sign = -1 if lower_is_better(metric) else 1
     scored = [c for c in candidates if isinstance(c[1], float) and math.isfinite(c[1])]
     # The soup wins a tie: greedy souping starts from the best race run and keeps a run only
     # if validation does not drop, so a tie means the others joined at no cost on validation,
     # and an average of several runs is the more robust model (Wortsman et al. 2022).
-    soup_dir = str(out / SOUP_DIR)
-    best = max(scored, key=lambda c: (sign * c[1], c[2] == soup_dir)) if scored else None
+    soups = [str(out / folder) for folder in SOUPS.values()]
+    best = max(scored, key=lambda c: (sign * c[1], c[2] in soups)) if scored else None
     facts["best"] = best[2] if best else None
     facts["winner"] = ({"what": best[0], "score": best[1], "why": f"the best validation "
                         f"{metric} of {len(scored)} finished candidate(s)"} if best else None)
@@ -59,7 +61,7 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
              f"- **plan**: {json.dumps(facts.get('plan'))}",
              f"- **estimate vs result**: {_estimate_line(facts)}",
              f"- **stopped**: {facts.get('stopped', 'all planned trials ended')}",
-             f"- **soup**: {json.dumps(facts.get('soup'))}",
+             *[f"- **{key}**: {json.dumps(facts[key])}" for key in SOUPS if key in facts],
              f"- **winner**: {json.dumps(facts['winner'])} -> {facts['best']}", "",
              "| candidate | outcome | validation | epochs | seconds | why it stopped |",
              "|---|---|---|---|---|---|"]
@@ -72,10 +74,11 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
         score = f"{t['score']:.4f}" if isinstance(t.get("score"), float) else ""
         lines.append(f"| {label} | {t['outcome']} | {score} | {t.get('epochs') or ''} | "
                      f"{t.get('seconds') or ''} | {t.get('why') or ''} |")
-    if made.get("runs"):
-        score = f"{made['score']:.4f}" if isinstance(made.get("score"), float) else ""
-        lines.append(f"| greedy soup of the best {len(made['runs'])} race runs | "
-                     f"{made['outcome']} | {score} | | | |")
+    for key in SOUPS:
+        made = facts.get(key) or {}
+        if made.get("runs"):
+            score = f"{made['score']:.4f}" if isinstance(made.get("score"), float) else ""
+            lines.append(f"| {_soup_label(key, made)} | {made['outcome']} | {score} | | | |")
     lines += ["", "Rules the candidates come from:", *[f"- {r}" for r in facts["rules"]], "",
               "The test score is the winner's only; every choice was made on validation."]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
@@ -83,6 +86,10 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
                   f"{facts['winner']['score']:.4f}) -> {facts['best']}" if best else
                   "winner: none (nothing finished in the budget)", highlight=False)
     console.print(f"written: {out / 'auto.json'}, {out / 'report.md'}", highlight=False)
+
+
+def _soup_label(key: str, made: dict[str, Any]) -> str:
+    return f"greedy {key.replace('_', ' ')} of the best {len(made['runs'])} race runs"
 
 
 def _estimate_line(facts: dict[str, Any]) -> str:
