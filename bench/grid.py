@@ -86,7 +86,9 @@ def run_grid(data: str, limit: int, lr_count: int, csv_path: Path, image_size: i
     return rows
 
 
-def run_auto(data: str, limit: int, budget: float, image_size: int = 64) -> dict[str, object]:
+def run_auto(data: str, limit: int, budget: float, image_size: int = 64,
+             report: Path | None = None) -> dict[str, object]:
+    """auto on the grid's data within `budget` seconds; its report.md is copied to `report`."""
     with tempfile.TemporaryDirectory() as tmp:
         load = os.getloadavg()[0]
         started = time.perf_counter()
@@ -96,6 +98,9 @@ def run_auto(data: str, limit: int, budget: float, image_size: int = 64) -> dict
                         "--quiet"], check=True)
         wall = time.perf_counter() - started
         facts = json.loads((Path(tmp) / "auto-bench" / "auto.json").read_text(encoding="utf-8"))
+        if report is not None:  # every trial's score, epochs and why it stopped
+            report.write_text((Path(tmp) / "auto-bench" / "report.md").read_text(
+                encoding="utf-8").replace(tmp, "<tmp>"), encoding="utf-8")
     winner = facts.get("winner") or {}
     return {"budget_seconds": round(budget, 1), "wall_seconds": round(wall, 1),
             "over_budget": round(wall / budget - 1, 4), "load_before": round(load, 2),
@@ -128,13 +133,14 @@ def main() -> int:
     best = max(rows, key=lambda r: float(r["val"]))
     print(f"grid: {len(rows)} runs, {compute:.0f} s; best by validation {best['key']}: "
           f"val {best['val']} test {best['test']}", flush=True)
-    result = run_auto(args.data, args.limit, args.share * compute, args.image_size)
+    out = RESULTS / f"grid-{args.data}-{args.limit}{tag}-auto.json"
+    result = run_auto(args.data, args.limit, args.share * compute, args.image_size,
+                      out.with_name(out.stem + "-report.md"))
     result.update({"grid_runs": len(rows), "grid_seconds": round(compute, 1),
                    "grid_best": best["key"], "grid_best_val": float(best["val"]),
                    "grid_best_test": float(best["test"]),
                    "gap_points": round(100 * (float(best["test"]) - float(result["test"] or 0)),
                                        2), "when": time.strftime("%Y-%m-%d %H:%M")})
-    out = RESULTS / f"grid-{args.data}-{args.limit}{tag}-auto.json"
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(result, indent=1))
     return 0

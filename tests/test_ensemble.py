@@ -257,6 +257,7 @@ def test_auto_soups_its_best_race_runs_and_counts_the_soup_as_a_candidate(runs, 
     auto._soup(out, time.time() + 600, facts, quiet)
     assert facts["soup"]["outcome"] == "made"
     assert set(facts["soup"]["runs"]) == {str(r) for r in runs[:3]}
+    assert facts["soup"]["kept"] and set(facts["soup"]["kept"]) <= set(facts["soup"]["runs"])
     assert facts["soup"]["score"] == read_summary(out / "soup").validation["accuracy"]
     auto_report.finish(out, facts, quiet)
     assert "greedy soup of the best 3 race runs" in (out / "report.md").read_text()

@@ -65,6 +65,7 @@ from warmstart.config import RunConfig, build_config, dump_config, read_tree, wi
 from warmstart.errors import WarmstartError
 from warmstart.files import FolderLock, atomic_write_text
 from warmstart.options import own_options_only
+from warmstart.ship.soup import SOUP_FILE
 from warmstart.summary import RunSummary, read_summary
 from warmstart.tasks import lower_is_better
 
@@ -197,7 +198,8 @@ def _soup(out: Path, deadline: float, facts: dict[str, Any], console: Console,
                       "runs": runs}
     else:
         summary = read_summary(out / SOUPS[key])
-        facts[key] = {"outcome": "made", "runs": runs,
+        kept = json.loads((out / SOUPS[key] / SOUP_FILE).read_text(encoding="utf-8"))["kept"]
+        facts[key] = {"outcome": "made", "runs": runs, "kept": kept,
                       "score": summary.validation.get(facts["probe"]["metric"])}
 
 

@@ -25,9 +25,13 @@ COST = {"head": 0.05, "partial": 1.5, "lora": 2.5, "bitfit": 2.0, "full": 3.0, "
         "lp-ft": 3.0}
 # Each rule: why, the candidates it races, and its reserve: the rest of the candidate set
 # worth a try, raced only with time left after the race and the soup (the budget is often
-# not spent: halving stops trials early). On TREC-2k the grid's three best runs by
-# validation were partial k=4, lp-ft and llrd, none of them among the "otherwise" rule's
-# candidates (bench/README.md, #15).
+# not spent: halving stops trials early).
+# The "otherwise" rule's set follows the three grids of bench/README.md (#15: 2,000 examples,
+# 3 epochs, 3 lrs per strategy): among the strategies that train the backbone, the best run
+# by validation was partial k=4 on TREC, partial k=2 on banking77 and lora on cifar10_small
+# (64 px), and partial k=2 or k=4 came second or third on each; full was in no grid's top
+# three and costs the most. It held full (not partial k=4) until that was measured, and
+# auto then missed TREC's grid by 2.4 points, its best candidate being partial k=2.
 RULES = (
     ("few examples per class (< 20) or an excellent probe (>= 0.9): the features already "
      "separate the classes and there is too little data to move the whole model; head, "
@@ -36,9 +40,10 @@ RULES = (
     ("plenty of data (>= 5000 examples) and a weak probe (< 0.7): the features do not fit the "
      "task and the data can move the model; full, layer-wise decay and LoRA",
      ["full", "llrd", "lora"], ["partial:k=4", "lp-ft"]),
-    ("otherwise: one candidate of each kind, cheapest first", ["head", "partial:k=2", "lora",
-                                                               "full"],
-     ["partial:k=4", "llrd", "lp-ft"]),
+    ("otherwise: the head, the top two and four blocks, and LoRA, cheapest first (on the "
+     "three benchmark grids the best backbone-training runs were partial or LoRA, full never "
+     "in the top three)", ["head", "partial:k=2", "partial:k=4", "lora"],
+     ["full", "llrd", "lp-ft"]),
 )
 
 

@@ -89,7 +89,8 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
 
 
 def _soup_label(key: str, made: dict[str, Any]) -> str:
-    return f"greedy {key.replace('_', ' ')} of the best {len(made['runs'])} race runs"
+    kept = f" (kept {len(made['kept'])})" if "kept" in made else ""
+    return f"greedy {key.replace('_', ' ')} of the best {len(made['runs'])} race runs{kept}"
 
 
 def _estimate_line(facts: dict[str, Any]) -> str:
