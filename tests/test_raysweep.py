@@ -11,14 +11,17 @@ from test_report import check_table_against_summaries
 
 from warmstart.cli import main
 
-# Enough epochs that each run trains for seconds, longer than the runs' start times differ,
-# so the test can see that they overlapped.
+# Enough epochs and examples that each run trains for seconds, longer than the runs' start
+# times differ (Ray starts its workers up to a second apart on a quiet machine; with 36
+# examples a run took 0.6 s and the two did not overlap), so the test can see that they
+# overlapped.
 TINY = ["model.name=tiny-bert", "train.epochs=24", "train.batch_size=8", "optim.lr=1e-3"]
+PER_CLASS = 120
 RUNS = ("full-seed0", "partial-k1-seed0")
 
 
 def _args(tmp_path, *extra):
-    data = write_csv(tmp_path / "toy.csv", make_rows())
+    data = write_csv(tmp_path / "toy.csv", make_rows(PER_CLASS))
     return ["compare", *TINY, f"data.name={data}", f"output.dir={tmp_path / 'runs'}",
             "--strategies", "full,partial:k=1", "--name", "t", "--quiet", *extra]
 

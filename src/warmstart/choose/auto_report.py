@@ -33,8 +33,7 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
     trials = json.loads(race.read_text(encoding="utf-8"))["trials"] if race.is_file() else []
     for t in trials:
         if t["outcome"] == "complete":
-            label = ", ".join(f"{k.split(':')[-1]}={v}" for k, v in t.items()
-                              if k.startswith("value:") and v is not None)
+            label = _trial_label(t)
             candidates.append((label, t["score"], t["run"]))
     for key, folder in SOUPS.items():
         made = facts.get(key) or {}
@@ -69,8 +68,7 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
         lines.append(f"| features (probe) | complete | {facts['probe']['score']:.4f} | 1 | "
                      f"{facts['probe']['seconds']:.0f} | |")
     for t in trials:
-        label = ", ".join(f"{k.split(':')[-1]}={v}" for k, v in t.items()
-                          if k.startswith("value:") and v is not None)
+        label = _trial_label(t)
         score = f"{t['score']:.4f}" if isinstance(t.get("score"), float) else ""
         lines.append(f"| {label} | {t['outcome']} | {score} | {t.get('epochs') or ''} | "
                      f"{t.get('seconds') or ''} | {t.get('why') or ''} |")
@@ -86,6 +84,13 @@ def finish(out: Path, facts: dict[str, Any], console: Console) -> None:
                   f"{facts['winner']['score']:.4f}) -> {facts['best']}" if best else
                   "winner: none (nothing finished in the budget)", highlight=False)
     console.print(f"written: {out / 'auto.json'}, {out / 'report.md'}", highlight=False)
+
+
+def _trial_label(trial: dict[str, Any]) -> str:
+    """`strategy.name=partial, optim.lr=0.0009, strategy.k=2` (floats to 4 digits)."""
+    return ", ".join(f"{k.removeprefix('value:')}={v:.4g}" if isinstance(v, float) else
+                     f"{k.removeprefix('value:')}={v}" for k, v in trial.items()
+                     if k.startswith("value:") and v is not None)
 
 
 def _soup_label(key: str, made: dict[str, Any]) -> str:
