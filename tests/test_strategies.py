@@ -22,7 +22,7 @@ from warmstart.models.base import Adapter, LayerGroup, logits_of
 from warmstart.strategies import STRATEGIES, train_mode
 from warmstart.strategies.base import SolveData
 from warmstart.strategies.discriminative import importance
-from warmstart.strategies.features import C_GRID, MAX_ITER, fit_linear
+from warmstart.strategies.features import C_GRID, MAX_ITER, fit_linear, standardiser
 from warmstart.training.cache import head_only
 from warmstart.training.loss import make_loss
 from warmstart.training.optim import build_optimizer
@@ -352,6 +352,27 @@ def test_sklearn_fit_with_c_chosen_on_validation_is_copied_into_the_head(num_cla
     with torch.no_grad():
         probs = torch.softmax(head(x), 1).numpy()  # the head reads raw features
     np.testing.assert_allclose(probs, refs[best].predict_proba(std_train), atol=2e-3)
+
+
+def test_a_feature_whose_spread_is_float_noise_is_left_unscaled():
+    """A dimension that is constant up to float noise (all-MiniLM-L6-v2's pooled vectors have
+    some) must not be standardised to unit variance: folded back, its 1/std gave a head with
+    weights of 1e32."""
+    data = _solve_data(3)
+    noise = np.random.default_rng(0).normal(0, 1e-20, (len(data.train_x), 1))
+    train_x = np.hstack([data.train_x, noise]).astype(np.float32)
+    val_x = np.hstack([data.val_x, np.zeros((len(data.val_x), 1))]).astype(np.float32)
+    mean, scale = standardiser(torch.as_tensor(train_x))
+    assert scale[-1] == 1.0 and torch.all(scale[:-1] != 1.0)
+    head = nn.Linear(7, 3)
+    fit_linear(head, SolveData(train_x, data.train_y, val_x, data.val_y))
+    assert head.weight.abs().max() < 1e3
+    plain = nn.Linear(6, 3)
+    fit_linear(plain, data)  # the same fit without the constant feature
+    with torch.no_grad():
+        np.testing.assert_allclose(head(torch.as_tensor(val_x)).softmax(1).numpy(),
+                                   plain(torch.as_tensor(data.val_x)).softmax(1).numpy(),
+                                   atol=1e-4)
 
 
 def test_sklearn_leaves_classes_without_examples_unpredicted():

@@ -76,13 +76,22 @@ def features(adapter: Adapter, cfg: FeaturesOptions) -> Plan:
                 f"{cfg.classifier}", solver=solver if cfg.classifier == "sklearn" else None)
 
 
+CONSTANT = 1e-4  # a feature whose std is under this share of the median std is constant
+
+
 def standardiser(x: torch.Tensor, *, center: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-feature mean and scale of `x` (examples x features) for fitting a linear head on
     standardised features; the fit folds them back (`w' = w / s`, `b' = b - w' . m`). Without
     `center` the mean is 0: a head without a bias has nowhere to fold a mean shift into."""
     mean = x.mean(0) if center else torch.zeros(x.shape[1], dtype=x.dtype)
     scale = x.std(0)
-    scale[scale == 0] = 1.0  # a constant feature carries nothing; leave it unscaled
+    # A constant feature carries nothing: leave it unscaled. "Constant" is relative: a feature
+    # whose spread is float noise would be blown up to unit variance, and folding 1/s back
+    # gives huge weights. all-MiniLM-L6-v2's pooled vectors on TREC have three such
+    # dimensions; with an exact-zero test the fitted head had weights up to 1e32 (1e8 on the
+    # third), against a median of 1.6, and fine-tuning after it (lp-ft's fitted probe)
+    # changed no prediction.
+    scale[scale <= CONSTANT * scale.median()] = 1.0
     return mean, scale
 
 
