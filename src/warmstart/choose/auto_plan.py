@@ -29,9 +29,10 @@ COST = {"head": 0.05, "partial": 1.5, "lora": 2.5, "bitfit": 2.0, "full": 3.0, "
 # The "otherwise" rule's set follows the three grids of bench/README.md (#15: 2,000 examples,
 # 3 epochs, 3 lrs per strategy): among the strategies that train the backbone, the best run
 # by validation was partial k=4 on TREC, partial k=2 on banking77 and lora on cifar10_small
-# (64 px), and partial k=2 or k=4 came second or third on each; full was in no grid's top
-# three and costs the most. It held full (not partial k=4) until that was measured, and
-# auto then missed TREC's grid by 2.4 points, its best candidate being partial k=2.
+# (64 px), where partial k=2 came second and k=4 third (k=4 third on banking77 too); full
+# was in no grid's top three strategies and costs the most. The rule held full (not
+# partial k=4) until that was measured, and auto then missed TREC's grid by 2.4 points, its
+# best candidate being partial k=2.
 RULES = (
     ("few examples per class (< 20) or an excellent probe (>= 0.9): the features already "
      "separate the classes and there is too little data to move the whole model; head, "
@@ -206,7 +207,8 @@ def later_pairs(rounds: list[list[dict[str, Any]]], spare: list[list[dict[str, A
 
 
 def identity(pair: dict[str, Any]) -> tuple:
-    """A race pair's strategy and options, without its lr: ("strategy.k", 2), ...)."""
+    """A race pair's strategy and options, without its lr: (("strategy.k", 2),
+    ("strategy.name", "partial"))."""
     return tuple(sorted((k.split(":")[-1], v) for k, v in pair.items()
                         if not k.endswith("optim.lr")))
 
