@@ -233,7 +233,7 @@ def auto(config: str | None, overrides: list[str], budget: str, *, name: str | N
                                  "rules": [f"{why} (reserve: {', '.join(reserve)})"
                                            for why, _, reserve in RULES]}
         try:
-            _auto(base, out, deadline, facts, console, map_fn)
+            _auto(base, out, deadline, facts, console, map_fn, cfg.train.epochs)
         finally:  # also after Ctrl-C: the best finished run is named
             facts["seconds"] = round(time.time() - started, 1)
             finish(out, facts, console)
@@ -241,7 +241,9 @@ def auto(config: str | None, overrides: list[str], budget: str, *, name: str | N
 
 
 def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any],
-          console: Console, map_fn: MapFn | None = None) -> None:
+          console: Console, map_fn: MapFn | None = None, asked: int | None = None) -> None:
+    """Probe, plan, race, soup into `out` (see the module's docstring); `asked`: the
+    `train.epochs` the user set, which every trial then trains (a value you set wins)."""
     console.print(f"[bold]warmstart auto[/] -> {out}: probing with features", highlight=False)
     probe = _run_probe(base, out, deadline)
     if probe is None:
@@ -257,11 +259,8 @@ def _auto(base: dict[str, Any], out: Path, deadline: float, facts: dict[str, Any
     runs = measure(base, specs, out, deadline, probe)
     measured = seconds_per_example(runs)
     space, _ = pairs_of(specs + reserve, probe.kind, runs)
-    rounds, spare = pairs_of(specs, probe.kind, runs)[1], pairs_of(reserve, probe.kind)[1]
+    rounds, spare = pairs_of(specs, probe.kind, runs)[1], pairs_of(reserve, probe.kind, runs)[1]
     left = deadline - time.time()
-    # A train.epochs the user set is what every trial trains (a value you set wins); else
-    # the budget decides (1-3).
-    asked = build_config(own_options_only(base)).train.epochs
     pairs, epochs = race_plan(probe, specs, rounds, left, measured, asked)
     kept = sum(1 for r in rounds if r[0] in pairs)
     facts["plan"] = {"candidates": specs, "reserve": reserve, "why": why, "pairs": len(pairs),

@@ -207,8 +207,8 @@ def later_pairs(rounds: list[list[dict[str, Any]]], spare: list[list[dict[str, A
 
 
 def identity(pair: dict[str, Any]) -> tuple:
-    """A race pair's strategy and options, without its lr: (("strategy.k", 2),
-    ("strategy.name", "partial"))."""
+    """A race pair's (or a trial row's `value:` columns') strategy and options, without its
+    lr: (("strategy.k", 2), ("strategy.name", "partial"))."""
     return tuple(sorted((k.split(":")[-1], v) for k, v in pair.items()
                         if not k.endswith("optim.lr")))
 
@@ -221,9 +221,7 @@ def strategy_scores(trials: list[dict[str, Any]], metric: str) -> dict[tuple, fl
     for t in trials:
         if t["outcome"] != "complete" or not isinstance(t.get("score"), float):
             continue
-        key = tuple(sorted((k.removeprefix("value:"), v) for k, v in t.items()
-                           if k.startswith("value:") and not k.endswith("optim.lr")
-                           and v is not None))
+        key = identity({k: v for k, v in t.items() if k.startswith("value:") and v is not None})
         best[key] = max(best.get(key, -math.inf), sign * t["score"])
     return best
 
